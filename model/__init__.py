@@ -1,0 +1,18 @@
+"""gazecrop's saliency model: a DeepGaze network (VGG16 body, trained readout) in Keras.
+
+``load_model("default")`` returns the bundled trained model; ``load_model("tiny")`` a tiny
+seeded stand-in for tests. See ``model/README.md`` (the model card).
+
+Keras and TensorFlow are imported on first use, so ``model.images``, ``model.saliency`` and
+``model.metrics`` stay light to import.
+"""
+
+__all__ = ["SaliencyModel", "WeightsError", "load_model"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        from model import loading
+
+        return getattr(loading, name)
+    raise AttributeError(f"module 'model' has no attribute {name!r}")

@@ -1,0 +1,440 @@
+"""Crop quality against where people look: ``python -m model.cropeval --dataset DIR``.
+
+For every image of an eye-tracking dataset (MIT1003 layout, see ``model.data``) and every aspect
+ratio, each method chooses a crop and we count the share of the image's human fixations inside it.
+All methods use the largest window of the ratio (``transforms.crop.window_sizes``), so only the
+placement differs (unless ``--min_scale`` lets gazecrop shrink its own window).
+
+Methods:
+  gazecrop           the model's log-density through ``transforms.crop.choose_crops`` (the pipeline's code)
+  centre             the centred window
+  best               the window placed on the fixations themselves (an upper bound)
+  smartcrop          smartcrop.py (PyPI ``smartcrop``), largest scale; needs the package
+  vips-attention     libvips ``smartcrop(interesting="attention")``; needs PyPI ``pyvips`` + libvips
+  vips-entropy       libvips ``smartcrop(interesting="entropy")``
+  spectral-residual  spectral-residual saliency (Hou & Zhang 2007, as OpenCV's contrib module computes
+                     it) + the window keeping the most of it (``choose_crops``)
+
+Printed: the mean share kept per ratio and overall, the gain ``(method - centre) / (best - centre)``
+per ratio and pooled over images and ratios, and seconds per image. Model predictions are cached
+(``$GAZECROP_CACHE/cropeval/<model version>/``) so that trying crop options takes seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from model.data import DEFAULT_DATASET, default_cache_dir, read_fixations, read_image_list
+from model.images import read_image_rgb, resize_for_model
+from transforms.crop import CropConfig, Focus, choose_crops, parse_aspect_ratios, ratio_label, window_sizes
+
+METHODS = ("gazecrop", "centre", "best", "smartcrop", "vips-attention", "vips-entropy",
+           "spectral-residual")
+#: ``evaluate(focus=FIXATION_PEAK)``: each image's most fixated point is its focus (exploration).
+FIXATION_PEAK = "fixation-peak"
+OPTIONAL = {"smartcrop": "smartcrop", "vips-attention": "pyvips", "vips-entropy": "pyvips"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixations and boxes
+# ----------------------------------------------------------------------------------------------
+
+def fixation_share(rows, cols, boxes) -> np.ndarray:
+    """Share of fixated pixels (rows, cols) inside each box (x, y, width, height): (K, 4) -> (K,)."""
+    boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    if len(rows) == 0:
+        return np.full(len(boxes), np.nan)
+    x, y, w, h = (boxes[:, i:i + 1] for i in range(4))
+    inside = (cols[None] >= x) & (cols[None] < x + w) & (rows[None] >= y) & (rows[None] < y + h)
+    return inside.mean(axis=1)
+
+
+def centre_boxes(width, height, windows) -> np.ndarray:
+    """Centred windows: ``windows`` (R, 2) of (w, h) -> (R, 4) boxes."""
+    windows = np.asarray(windows, dtype=np.int64)
+    return np.stack([(width - windows[:, 0]) // 2, (height - windows[:, 1]) // 2,
+                     windows[:, 0], windows[:, 1]], axis=1)
+
+
+def best_boxes(rows, cols, width, height, windows) -> np.ndarray:
+    """Windows holding the most fixations (exhaustive over integer offsets; ties to the centre)."""
+    counts = np.zeros((height, width), np.int64)
+    np.add.at(counts, (rows, cols), 1)
+    sat = np.zeros((height + 1, width + 1), np.int64)
+    np.cumsum(np.cumsum(counts, axis=0), axis=1, out=sat[1:, 1:])
+    out = []
+    for w, h in np.asarray(windows, dtype=np.int64):     # per ratio (a handful)
+        ys = np.arange(height - h + 1)[:, None]
+        xs = np.arange(width - w + 1)[None, :]
+        n = sat[ys + h, xs + w] - sat[ys, xs + w] - sat[ys + h, xs] + sat[ys, xs]
+        dist = (xs - (width - w) / 2) ** 2 + (ys - (height - h) / 2) ** 2
+        key = np.where(n == n.max(), dist, np.inf)
+        y, x = np.unravel_index(int(np.argmin(key)), key.shape)
+        out.append((x, y, w, h))
+    return np.asarray(out, dtype=np.int64)
+
+
+def place_window(cx, cy, width, height, w, h):
+    """The (w, h) window centred as near (cx, cy) as the source allows."""
+    x = int(np.clip(round(cx - w / 2), 0, width - w))
+    y = int(np.clip(round(cy - h / 2), 0, height - h))
+    return x, y, int(w), int(h)
+
+
+# ----------------------------------------------------------------------------------------------
+# Baselines
+# ----------------------------------------------------------------------------------------------
+
+def spectral_residual_log_density(rgb, size=64) -> np.ndarray:
+    """Spectral-residual saliency (Hou & Zhang 2007) as a (size, size) log-density.
+
+    The steps of OpenCV's ``StaticSaliencySpectralResidual`` (not in the headless wheel): grey image
+    at 64x64, log amplitude spectrum minus its 3x3 mean, back with the phase, squared magnitude,
+    Gaussian blur.
+    """
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+    grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA)
+    spectrum = np.fft.fft2(grey)
+    log_amplitude = np.log(np.abs(spectrum) + 1e-9)
+    residual = log_amplitude - cv2.blur(log_amplitude, (3, 3), borderType=cv2.BORDER_REPLICATE)
+    saliency = np.abs(np.fft.ifft2(np.exp(residual + 1j * np.angle(spectrum)))) ** 2
+    saliency = cv2.GaussianBlur(saliency, (5, 5), 8)
+    saliency = np.maximum(saliency, 1e-12 * saliency.max() + 1e-30)
+    return (np.log(saliency) - np.log(saliency.sum())).astype(np.float32)
+
+
+def smartcrop_boxes(rgb, windows) -> np.ndarray:
+    """smartcrop.py at the largest scale (``min_scale = max_scale = 1``), one window per ratio.
+
+    smartcrop.py floors its window size; its crop's centre is kept and our exact window placed there.
+    """
+    import smartcrop
+    from PIL import Image
+
+    image = Image.fromarray(rgb)
+    cropper = smartcrop.SmartCrop()
+    height, width = rgb.shape[:2]
+    out = []
+    for w, h in np.asarray(windows, dtype=np.int64):
+        top = cropper.crop(image, int(w), int(h), min_scale=1.0, max_scale=1.0)["top_crop"]
+        out.append(place_window(top["x"] + top["width"] / 2, top["y"] + top["height"] / 2,
+                                width, height, w, h))
+    return np.asarray(out, dtype=np.int64)
+
+
+def vips_boxes(rgb, windows, interesting) -> np.ndarray:
+    """libvips ``smartcrop`` (``interesting`` = attention | entropy); its offset is -xoffset."""
+    pyvips = _import_pyvips()
+
+    height, width = rgb.shape[:2]
+    image = pyvips.Image.new_from_memory(np.ascontiguousarray(rgb).data, width, height, 3, "uchar")
+    out = []
+    for w, h in np.asarray(windows, dtype=np.int64):
+        crop = image.smartcrop(int(w), int(h), interesting=interesting)
+        out.append((-crop.xoffset, -crop.yoffset, int(w), int(h)))
+    return np.asarray(out, dtype=np.int64)
+
+
+def _import_pyvips():
+    """Imports pyvips, after h5py: Debian's libvips links the system libhdf5 (through libmatio),
+    and once that is loaded h5py's own copy fails ("Not a datatype"); the other order works."""
+    try:
+        import h5py  # noqa: F401
+    except ImportError:
+        pass
+    import pyvips
+    return pyvips
+
+
+def available(method) -> Optional[str]:
+    """None when the method can run, else why not."""
+    module = OPTIONAL.get(method)
+    if module is None:
+        return None
+    try:
+        _import_pyvips() if module == "pyvips" else __import__(module)
+    except Exception as e:  # ImportError, or OSError when libvips is absent
+        return f"needs {module} ({type(e).__name__}: {e})".splitlines()[0]
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# The model, with a prediction cache
+# ----------------------------------------------------------------------------------------------
+
+class Predictor:
+    """Log-density of an image under a saliency model, cached per model version and image."""
+
+    def __init__(self, model_name, cache_dir: Optional[Path]):
+        from model import load_model
+
+        self.model = load_model(model_name)
+        self.cache = None if cache_dir is None else Path(cache_dir) / "cropeval" / self.model.version
+        self.seconds = 0.0        # model time of the predictions made (not of cache hits)
+        self.computed = 0
+
+    def __call__(self, name, rgb) -> np.ndarray:
+        size = self.model.input_size(*rgb.shape[:2])
+        path = None
+        if self.cache is not None:
+            path = self.cache / f"{name}.{size[0]}x{size[1]}.npy"
+            if path.is_file():
+                return np.load(path)
+        start = time.perf_counter()
+        log_density = self.model.predict(resize_for_model(rgb, size)[None])[0]
+        self.seconds += time.perf_counter() - start
+        self.computed += 1
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, log_density)
+            tmp.replace(path)
+        return log_density
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Result:
+    ratios: tuple
+    names: list
+    shares: dict            # method -> (N, R) share of fixations kept
+    seconds: dict           # method -> total seconds
+    skipped: dict           # method -> reason
+    model_version: str = ""
+    predicted: int = 0      # model predictions made (the rest came from the cache)
+
+
+def read_focus(path) -> dict:
+    """Focus table (CSV: image, x, y[, width, height]) -> {image: Focus}."""
+    out = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            values = [float(row["x"]), float(row["y"])]
+            if row.get("width") not in (None, ""):
+                values += [float(row["width"]), float(row.get("height") or 0)]
+            out[row["image"]] = Focus.coerce(values)
+    return out
+
+
+def evaluate(dataset, names, config: CropConfig, *, methods=METHODS, model="default",
+             cache_dir=None, focus=None, log=None) -> Result:
+    """Runs every method on every image; see the module docstring.
+
+    ``model`` is a ``load_model`` name or path, or a ``Predictor`` (reused across calls when trying
+    crop options); ``focus`` is None, {image name: Focus} or ``FIXATION_PEAK``.
+    """
+    dataset = Path(dataset)
+    fixations = read_fixations(dataset)
+    ratios = config.aspect_ratios
+    skipped = {m: why for m in methods if (why := available(m))}
+    active = [m for m in methods if m not in skipped]
+    predictor = None
+    if "gazecrop" in active:
+        predictor = model if isinstance(model, Predictor) else Predictor(model, cache_dir)
+    shares = {m: [] for m in active}
+    seconds = {m: 0.0 for m in active}
+    if "gazecrop" in active and config.candidates > 1:
+        shares["gazecrop-any-rank"] = []
+        seconds["gazecrop-any-rank"] = 0.0
+    spectral_config = CropConfig(aspect_ratios=ratios)
+    model_seconds_before = predictor.seconds if predictor is not None else 0.0
+    computed_before = predictor.computed if predictor is not None else 0
+    used = []
+    for i, name in enumerate(names):
+        if name not in fixations:
+            raise ValueError(f"image {name!r} has no fixations in {dataset / 'fixations.csv'}")
+        rgb = read_image_rgb(dataset / "stimuli" / name)
+        height, width = rgb.shape[:2]
+        rows, cols = fixations[name].int_coords(height, width)
+        windows = window_sizes([(width, height)], ratios)[0, :, 0]          # (R, 2)
+        used.append(name)
+        for method in active:
+            start = time.perf_counter()
+            if method == "gazecrop":
+                log_density = predictor(name, rgb)
+                t0 = time.perf_counter()
+                if focus == FIXATION_PEAK:
+                    hint = fixation_peak(rows, cols, width, height)
+                else:
+                    hint = None if focus is None else focus.get(name)
+                crops = choose_crops(log_density[None], [(width, height)], config, focus=[hint])[0]
+                seconds[method] += time.perf_counter() - t0
+                best = [c for c in crops if c.rank == 0]
+                boxes = [(c.x, c.y, c.width, c.height) for c in best]
+                if "gazecrop-any-rank" in shares:
+                    any_rank = []
+                    for label in (ratio_label(r) for r in ratios):
+                        cand = [(c.x, c.y, c.width, c.height) for c in crops if c.aspect_ratio == label]
+                        any_rank.append(fixation_share(rows, cols, cand).max())
+                    shares["gazecrop-any-rank"].append(any_rank)
+                shares[method].append(fixation_share(rows, cols, boxes))
+                continue
+            if method == "centre":
+                boxes = centre_boxes(width, height, windows)
+            elif method == "best":
+                boxes = best_boxes(rows, cols, width, height, windows)
+            elif method == "smartcrop":
+                boxes = smartcrop_boxes(rgb, windows)
+            elif method == "vips-attention":
+                boxes = vips_boxes(rgb, windows, "attention")
+            elif method == "vips-entropy":
+                boxes = vips_boxes(rgb, windows, "entropy")
+            elif method == "spectral-residual":
+                crops = choose_crops(spectral_residual_log_density(rgb)[None], [(width, height)],
+                                     spectral_config)[0]
+                boxes = [(c.x, c.y, c.width, c.height) for c in crops]
+            else:
+                raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+            seconds[method] += time.perf_counter() - start
+            shares[method].append(fixation_share(rows, cols, boxes))
+        if log and (i + 1) % 20 == 0:
+            log(f"  {i + 1}/{len(names)} images")
+    if predictor is not None:
+        seconds["gazecrop"] += predictor.seconds - model_seconds_before
+    return Result(ratios=ratios, names=used,
+                  shares={m: np.asarray(v, dtype=np.float64).reshape(len(used), len(ratios))
+                          for m, v in shares.items()},
+                  seconds=seconds, skipped=skipped,
+                  model_version=predictor.model.version if predictor else "",
+                  predicted=predictor.computed - computed_before if predictor else 0)
+
+
+def summarise(result: Result) -> dict:
+    """Per method: mean share per ratio and overall, gain per ratio and pooled, seconds per image."""
+    out = {}
+    centre = result.shares.get("centre")
+    best = result.shares.get("best")
+    n = max(len(result.names), 1)
+    for method, share in result.shares.items():
+        valid = ~np.isnan(share)
+        per_ratio = np.nanmean(share, axis=0) if share.size else np.full(len(result.ratios), np.nan)
+        row = {"per_ratio": per_ratio.tolist(), "mean": float(np.nanmean(share)) if share.size else None,
+               "seconds_per_image": result.seconds.get(method, 0.0) / n}
+        if centre is not None and best is not None and share.size:
+            ok = valid & ~np.isnan(centre) & ~np.isnan(best)
+            num = np.where(ok, share - centre, 0.0)
+            den = np.where(ok, best - centre, 0.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                row["gain_per_ratio"] = (num.sum(0) / den.sum(0)).tolist()
+                row["gain"] = float(num.sum() / den.sum()) if den.sum() > 0 else float("nan")
+        out[method] = row
+    return out
+
+
+def format_table(result: Result, summary: dict) -> str:
+    labels = [ratio_label(r) for r in result.ratios]
+    head = ["method", *labels, "mean", "gain", *[f"gain {l}" for l in labels], "s/image"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for method, row in summary.items():
+        gains = row.get("gain_per_ratio", [float("nan")] * len(labels))
+        cells = [method, *[f"{v:.3f}" for v in row["per_ratio"]], f"{row['mean']:.3f}",
+                 f"{row.get('gain', float('nan')):+.3f}", *[f"{g:+.3f}" for g in gains],
+                 f"{row['seconds_per_image']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    for method, why in result.skipped.items():
+        lines.append(f"(skipped {method}: {why})")
+    return "\n".join(lines)
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m model.cropeval", description=__doc__.split("\n\n")[0])
+    d = CropConfig()
+    p.add_argument("--dataset", default=str(DEFAULT_DATASET),
+                   help="dataset folder with stimuli/ and fixations.csv (default: %(default)s)")
+    p.add_argument("--images", help="file of image names, one a line (default: every image with fixations)")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--model", default="default", help="load_model name or readout path (default: %(default)s)")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of: %(default)s")
+    p.add_argument("--ratios", "--aspect_ratios", dest="ratios", default="1:1,16:9,9:16,4:5",
+                   help="aspect ratios (default: %(default)s)")
+    p.add_argument("--min_scale", type=float, default=d.min_scale, help="CropConfig.min_scale")
+    p.add_argument("--scale_step", type=float, default=d.scale_step, help="CropConfig.scale_step")
+    p.add_argument("--area_weight", type=float, default=d.area_weight, help="CropConfig.area_weight")
+    p.add_argument("--candidates", type=int, default=d.candidates,
+                   help="CropConfig.candidates; >1 adds 'gazecrop-any-rank' (a reviewer picking the best rank)")
+    p.add_argument("--candidate_overlap", type=float, default=d.candidate_overlap)
+    p.add_argument("--border_weight", type=float, default=d.border_weight, help="CropConfig.border_weight")
+    p.add_argument("--border_band", type=float, default=d.border_band, help="CropConfig.border_band")
+    p.add_argument("--composition_weight", type=float, default=d.composition_weight,
+                   help="CropConfig.composition_weight")
+    p.add_argument("--tie_tolerance", type=float, default=d.tie_tolerance, help="CropConfig.tie_tolerance")
+    p.add_argument("--focus", help="CSV image,x,y[,width,height]: a region each crop must contain")
+    p.add_argument("--focus_from_fixations", action="store_true",
+                   help="exploration: use each image's most fixated point as the focus "
+                        "(a stand-in for a person's click)")
+    p.add_argument("--cache", default=None, help="prediction cache root (default: $GAZECROP_CACHE or ~/.cache/gazecrop)")
+    p.add_argument("--no_cache", action="store_true", help="always run the model")
+    p.add_argument("--json", help="also write the per-image shares and the summary here")
+    return p
+
+
+def fixation_peak(rows, cols, width, height, sigma_fraction=0.05) -> Focus:
+    """The most fixated point: the peak of the fixation histogram blurred by 5% of the long side."""
+    cell = max(1, max(width, height) // 128)
+    hist = np.zeros((height // cell + 1, width // cell + 1))
+    np.add.at(hist, (rows // cell, cols // cell), 1.0)
+    sigma = sigma_fraction * max(width, height) / cell
+    i, j = np.unravel_index(int(np.argmax(cv2.GaussianBlur(hist, (0, 0), sigma))), hist.shape)
+    return Focus(float(min(width - 1, j * cell + cell // 2)), float(min(height - 1, i * cell + cell // 2)))
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    ratios = parse_aspect_ratios(args.ratios)
+    config = CropConfig(aspect_ratios=ratios, min_scale=args.min_scale, scale_step=args.scale_step,
+                        area_weight=args.area_weight, candidates=args.candidates,
+                        candidate_overlap=args.candidate_overlap, border_weight=args.border_weight,
+                        border_band=args.border_band, composition_weight=args.composition_weight,
+                        tie_tolerance=args.tie_tolerance)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; expected some of {','.join(METHODS)}")
+    dataset = Path(args.dataset)
+    if args.images:
+        names = read_image_list(args.images)
+    else:
+        names = sorted(read_fixations(dataset))
+    if args.limit:
+        names = names[:args.limit]
+    focus = read_focus(args.focus) if args.focus else None
+    if args.focus_from_fixations:
+        focus = FIXATION_PEAK
+    cache = None if args.no_cache else (Path(args.cache) if args.cache else default_cache_dir())
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    start = time.perf_counter()
+    result = evaluate(dataset, names, config, methods=methods, model=args.model, cache_dir=cache,
+                      focus=focus, log=log)
+    summary = summarise(result)
+    print(f"dataset {dataset} ({len(result.names)} images), model {args.model} "
+          f"{result.model_version}, {config}")
+    print("share of fixations kept per ratio, mean; gain = (method - centre) / (best - centre)")
+    print(format_table(result, summary))
+    if "gazecrop" in result.shares:
+        print(f"gazecrop s/image includes the model for {result.predicted} of {len(result.names)} images "
+              f"(the others came from the prediction cache; --no_cache times them all)")
+    print(f"total {time.perf_counter() - start:.1f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "dataset": str(dataset), "model": args.model, "model_version": result.model_version,
+            "config": dataclasses.asdict(config), "images": result.names,
+            "shares": {m: v.tolist() for m, v in result.shares.items()},
+            "summary": summary, "skipped": result.skipped}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

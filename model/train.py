@@ -1,0 +1,308 @@
+"""Trains the readout on human fixations: ``python -m model.train``.
+
+DeepGaze II recipe: the VGG16 body is frozen and its features cached once; the readout, the
+blur width and the centre-bias weight are trained to minimise the negative log-likelihood of the
+training fixations under the predicted density; early stopping on the val split's likelihood.
+The centre-bias prior is fitted to the training fixations (normalised coordinates) first; its
+smoothing bandwidth is chosen on val. Each epoch prints the train loss and the val information
+gain over the centre bias (bits per fixation, at model resolution); the best epoch's weights are
+written to ``--output``.
+
+Reproduce the bundled model with the command in ``model/README.md``.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from model import loading, network
+from model.data import DEFAULT_DATASET, default_cache_dir, read_fixations, read_split
+from model.features import CACHED_LAYERS, FeatureCache
+from model.images import read_image_rgb
+from model.saliency import centre_bias_log_density, fit_centre_bias
+
+LN2 = np.log(2.0)
+
+#: Centre-bias smoothing bandwidths tried (fraction of the image side); the best on val is kept.
+CENTRE_BIAS_BANDWIDTHS = (0.03, 0.04, 0.05, 0.06, 0.08)
+
+
+def image_sizes(dataset_dir, names, cache_dir):
+    """(height, width) of each stimulus, cached in ``cache_dir/sizes-<dataset>.json``."""
+    path = Path(cache_dir) / f"sizes-{Path(dataset_dir).resolve().name}.json"
+    sizes = json.loads(path.read_text()) if path.exists() else {}
+    missing = [n for n in names if n not in sizes]
+    for n in missing:
+        sizes[n] = list(read_image_rgb(Path(dataset_dir) / "stimuli" / n).shape[:2])
+    if missing:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(sizes))
+    return {n: tuple(sizes[n]) for n in names}
+
+
+class Sample:
+    """One training example: cached features and fixation counts at model resolution."""
+
+    def __init__(self, name, flipped, features, rows, cols, size):
+        self.name, self.flipped, self.features = name, flipped, features
+        self.rows, self.cols, self.size = rows, cols, size
+
+    def counts(self):
+        c = np.zeros(self.size, np.float32)
+        np.add.at(c, (self.rows, self.cols), 1.0)
+        return c
+
+
+def make_samples(cache, names, fixations, sizes, layers, *, flips):
+    """Loads features and maps fixations from stimulus pixels to model-input pixels."""
+    samples = []
+    for name in names:
+        height, width = sizes[name]
+        h, w = cache.input_size(height, width)
+        fx = fixations[name]
+        rows = np.clip((fx.y * h / height).astype(np.int64), 0, h - 1)
+        cols = np.clip((fx.x * w / width).astype(np.int64), 0, w - 1)
+        for flipped in ((False, True) if flips else (False,)):
+            feats = cache.load(name, flipped, layers)
+            samples.append(Sample(name, flipped, feats, rows, w - 1 - cols if flipped else cols, (h, w)))
+    return samples
+
+
+def batches(samples, batch_size, rng):
+    """Shuffled batches of samples with equal feature shapes."""
+    groups = {}
+    for s in samples:
+        groups.setdefault(s.features.shape, []).append(s)
+    out = []
+    for group in groups.values():
+        order = rng.permutation(len(group))
+        out += [[group[i] for i in order[k:k + batch_size]] for k in range(0, len(group), batch_size)]
+    return [out[i] for i in rng.permutation(len(out))]
+
+
+def choose_centre_bias(train_names, val_samples, fixations, sizes, grid, log):
+    """Fits the centre-bias prior on train fixations; picks the bandwidth with the best val LL."""
+    xs = np.concatenate([fixations[n].x for n in train_names])
+    ys = np.concatenate([fixations[n].y for n in train_names])
+    ws = np.concatenate([np.full(len(fixations[n]), sizes[n][1]) for n in train_names])
+    hs = np.concatenate([np.full(len(fixations[n]), sizes[n][0]) for n in train_names])
+    best = None
+    for bandwidth in CENTRE_BIAS_BANDWIDTHS:
+        prior = fit_centre_bias(xs, ys, ws, hs, grid=grid, bandwidth=bandwidth)
+        ll = centre_bias_ll(prior, val_samples)
+        log(f"centre bias bandwidth {bandwidth}: val log-likelihood {ll:.4f} bits/fixation")
+        if best is None or ll > best[0]:
+            best = (ll, bandwidth, prior)
+    return best
+
+
+def centre_bias_ll(prior, samples):
+    """Mean log-likelihood (bits/fixation, relative to uniform) of a prior at model resolution."""
+    total, count = 0.0, 0
+    maps = {}
+    for s in samples:
+        if s.size not in maps:
+            maps[s.size] = centre_bias_log_density(prior, s.size)
+        ld = maps[s.size]
+        total += float(np.sum(ld[s.rows, s.cols] + np.log(ld.size)))
+        count += len(s.rows)
+    return total / count / LN2
+
+
+def feature_statistics(samples):
+    """Per-channel mean and std of the training features (over all positions)."""
+    flat = np.concatenate([s.features.reshape(-1, s.features.shape[-1]) for s in samples]).astype(np.float64)
+    mean = flat.mean(axis=0)
+    std = flat.std(axis=0)
+    return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
+
+
+def val_report(head, samples, fixations, sizes, prior, dataset_dir, *, batch_size=8):
+    """Full val metrics at stimulus resolution from cached features (as ``model.evaluate``)."""
+    from model import metrics
+    from model.evaluate import empirical_map
+    from model.saliency import resize_log_density
+
+    ig, nss, auc, cc = [], [], [], []
+    for batch in batches(samples, batch_size, np.random.default_rng(0)):
+        lds = np.asarray(head(np.stack([s.features for s in batch]).astype(np.float32), training=False))
+        for s, ld in zip(batch, lds):
+            shape = sizes[s.name]
+            ld = resize_log_density(ld, shape)
+            rows, cols = fixations[s.name].int_coords(*shape)
+            base = centre_bias_log_density(prior, shape)
+            density = np.exp(ld.astype(np.float64))
+            ig.append(metrics.information_gain(ld, base, rows, cols))
+            nss.append(metrics.nss(density, rows, cols))
+            auc.append(metrics.auc_judd(density, rows, cols))
+            cc.append(metrics.cc(density, empirical_map(dataset_dir, s.name, rows, cols, shape)[0]))
+    return {"IG": float(np.mean(np.concatenate(ig))), "NSS": float(np.mean(np.concatenate(nss))),
+            "AUC": float(np.mean(auc)), "CC": float(np.mean(cc))}
+
+
+def train(args, log=print):
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    features = tuple(args.features)
+    cache = FeatureCache(args.cache_dir, backbone=args.backbone, short_side=args.short_side)
+    train_names = read_split(args.dataset, "train")
+    if args.max_train:
+        train_names = train_names[: args.max_train]
+    val_names = read_split(args.dataset, "val")
+    cache.fill(args.dataset, val_names, flips=False, log=log)
+    cache.fill(args.dataset, train_names, flips=args.flips, log=log)
+    fixations = read_fixations(args.dataset)
+    sizes = image_sizes(args.dataset, train_names + val_names, args.cache_dir)
+
+    log("loading cached features …")
+    train_samples = make_samples(cache, train_names, fixations, sizes, features, flips=args.flips)
+    val_samples = make_samples(cache, val_names, fixations, sizes, features, flips=False)
+    log(f"{len(train_samples)} training samples ({len(train_names)} images"
+        f"{', mirrored too' if args.flips else ''}), {len(val_samples)} val images")
+
+    cb_ll, bandwidth, prior = choose_centre_bias(train_names, val_samples, fixations, sizes,
+                                                 args.centre_bias_grid, log)
+    config = {"body": "vgg16", "backbone": args.backbone, "features": list(features),
+              "short_side": args.short_side, "centre_bias_grid": args.centre_bias_grid}
+    head = network.deepgaze_head(channels=train_samples[0].features.shape[-1],
+                                 short_side=args.short_side,
+                                 centre_bias_grid=args.centre_bias_grid)
+    config["blur_kernel_size"] = head.get_layer("blur").kernel_size
+    mean, std = feature_statistics(train_samples[:: max(1, len(train_samples) // 400)])
+    head.get_layer("readout_norm").mean.assign(mean)
+    head.get_layer("readout_norm").std.assign(std)
+    head.get_layer("centre_bias").log_prior.assign(prior)
+    if not args.learn_blur:
+        head.get_layer("blur").log_sigma.trainable = False
+    if not args.learn_centre_bias:
+        head.get_layer("centre_bias").weight.trainable = False
+
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        args.lr, decay_steps=max(1, len(train_samples) // args.batch_size) * 10, decay_rate=0.5)
+    optimizer = keras.optimizers.Adam(schedule)
+    variables = head.trainable_variables
+
+    @tf.function(reduce_retracing=True)
+    def train_step(feats, counts):
+        with tf.GradientTape() as tape:
+            ld = head(feats, training=True)
+            loss = -tf.reduce_sum(counts * ld) / tf.reduce_sum(counts)
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    @tf.function(reduce_retracing=True)
+    def log_likelihood_sum(feats, counts):
+        ld = head(feats, training=False)
+        return tf.reduce_sum(counts * ld)
+
+    def val_ll():
+        """Mean log-likelihood in bits/fixation relative to uniform, at model resolution."""
+        total, count = 0.0, 0
+        for batch in batches(val_samples, args.batch_size, np.random.default_rng(0)):
+            feats = np.stack([s.features for s in batch]).astype(np.float32)
+            counts = np.stack([s.counts() for s in batch])
+            total += float(log_likelihood_sum(feats, counts))
+            total += float(sum(len(s.rows) * np.log(s.size[0] * s.size[1]) for s in batch))
+            count += int(counts.sum())
+        return total / count / LN2
+
+    log(f"centre bias alone: val log-likelihood {cb_ll:.4f} bits/fixation "
+        f"(bandwidth {bandwidth})")
+    best = (-np.inf, 0, None)
+    stale = 0
+    for epoch in range(1, args.epochs + 1):
+        start = time.time()
+        losses, counts_seen = 0.0, 0
+        for batch in batches(train_samples, args.batch_size, rng):
+            feats = np.stack([s.features for s in batch]).astype(np.float32)
+            counts = np.stack([s.counts() for s in batch])
+            n = float(counts.sum())
+            uniform = float(sum(len(s.rows) * np.log(s.size[0] * s.size[1]) for s in batch))
+            losses += float(train_step(feats, counts)) * n - uniform
+            counts_seen += n
+        train_ll = -losses / counts_seen / LN2
+        ll = val_ll()
+        blur = head.get_layer("blur")
+        sigma = float(np.exp(blur.log_sigma.numpy()))
+        cb_weight = float(head.get_layer("centre_bias").weight.numpy())
+        improved = ll > best[0] + 1e-4
+        log(f"epoch {epoch:3d}  train LL {train_ll:.4f}  val LL {ll:.4f}  "
+            f"val IG {ll - cb_ll:+.4f} bits/fix  blur sigma {sigma:.1f} px  "
+            f"centre-bias weight {cb_weight:.2f}  {time.time() - start:.1f} s"
+            f"{'  *' if improved else ''}")
+        if improved:
+            best = (ll, epoch, [l.get_weights() for l in head.layers])
+            stale = 0
+        else:
+            stale += 1
+            if stale >= args.patience:
+                log(f"early stop: no val improvement for {args.patience} epochs")
+                break
+    for layer, weights in zip(head.layers, best[2]):
+        layer.set_weights(weights)
+    log(f"best epoch {best[1]}: val LL {best[0]:.4f}, IG over centre bias {best[0] - cb_ll:+.4f} "
+        f"bits/fixation (model resolution)")
+    report = val_report(head, val_samples, fixations, sizes, prior, args.dataset)
+    log("val at stimulus resolution: " + "  ".join(f"{k} {v:.4f}" for k, v in report.items()))
+
+    # Copy the trained layers into the full network and write the readout file.
+    full = network.deepgaze(**loading._network_kwargs(config))
+    for layer in loading._readout_layers(full):
+        layer.set_weights(head.get_layer(layer.name).get_weights())
+    metadata = {"best_epoch": best[1], "val_ll_bits": round(best[0], 5),
+                "val_ig_model_res_bits": round(best[0] - cb_ll, 5),
+                "val_stimulus_res": {k: round(v, 5) for k, v in report.items()},
+                "blur_sigma_px": float(np.exp(head.get_layer("blur").log_sigma.numpy())),
+                "centre_bias_weight": float(head.get_layer("centre_bias").weight.numpy()),
+                "centre_bias_bandwidth": bandwidth, "train_images": len(train_names),
+                "flips": bool(args.flips), "command": "python -m model.train " + " ".join(args.argv)}
+    loading.save_readout(full, config, args.output, metadata=metadata)
+    log(f"wrote {args.output}")
+    return best
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", type=Path, default=DEFAULT_DATASET,
+                   help="folder with stimuli/, fixations.csv, splits/ (default: %(default)s)")
+    p.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
+                   help="feature cache, outside the repo (default: $GAZECROP_CACHE or %(default)s)")
+    p.add_argument("--output", type=Path, default=loading.BUNDLED["default"],
+                   help="readout weights file to write (default: %(default)s)")
+    p.add_argument("--backbone", choices=loading.BACKBONES, default="hed")
+    p.add_argument("--short-side", type=int, default=224, help="input short side in pixels")
+    p.add_argument("--features", nargs="+", default=["block4_pool", "block5_conv3"],
+                   choices=CACHED_LAYERS, help="body layers the readout reads")
+    p.add_argument("--no-flips", dest="flips", action="store_false",
+                   help="no mirrored training images")
+    p.add_argument("--fixed-blur", dest="learn_blur", action="store_false",
+                   help="keep the blur width at its initial value")
+    p.add_argument("--fixed-centre-bias", dest="learn_centre_bias", action="store_false",
+                   help="keep the centre-bias weight at 1")
+    p.add_argument("--centre-bias-grid", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (halved every 10 epochs)")
+    p.add_argument("--max-train", type=int, default=0, help="use only the first N training images")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    args.argv = list(argv)
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The `gazecrop run` command line: gazecrop's own options; every other argument goes to Beam.
+
+`parse(argv)` splits the command line with `parse_known_args`: the options below become a `RunOptions`,
+everything else (`--runner`, `--direct_num_workers`, `--direct_running_mode`, `--project`, ...) is
+passed to Beam's `PipelineOptions` untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from transforms.crop import parse_aspect_ratios
+from transforms.decode import DEFAULT_MAX_MEGAPIXELS
+from transforms.write import OUTPUT_FORMATS
+
+DEFAULT_OUTPUT = "gazecrop-out"
+DEFAULT_ASPECT_RATIOS = "1:1,16:9,9:16,4:5"
+
+# Beam runner used when the command line names none. The DirectRunner first tries Beam's Prism runner,
+# a binary it downloads; the FnApiRunner is what it falls back to, so naming it directly skips the
+# download attempt (these machines may have no network). Both honour --direct_num_workers and
+# --direct_running_mode.
+DEFAULT_RUNNER = "FnApiRunner"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """gazecrop's own options (see `build_parser` for each one's meaning)."""
+    inputs: tuple[str, ...] = ()
+    input_list: str | None = None
+    output: str = DEFAULT_OUTPUT
+    aspect_ratios: tuple[tuple[int, int], ...] = parse_aspect_ratios(DEFAULT_ASPECT_RATIOS)
+    output_format: str = "jpeg"
+    jpeg_quality: int = 90
+    max_output_side: int = 0
+    model: str = "default"
+    batch_size: int = 16
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    save_saliency: bool = False
+
+    @property
+    def demo(self) -> bool:
+        """No --input and no --input_list: crop the built-in demo images."""
+        return not self.inputs and not self.input_list
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gazecrop run", allow_abbrev=False,
+        description="Crop images to aspect ratios, keeping what people look at. Options not listed "
+                    "here are Apache Beam pipeline options (--runner, --direct_num_workers, ...).")
+    parser.add_argument("--input", dest="inputs", action="append", default=[], metavar="PATTERN",
+                        help="files to crop: a path, a glob (photos/**/*.jpg) or a gs:// or s3:// "
+                             "pattern; repeat for several. Outputs keep each file's path relative to "
+                             "the pattern's directory before its first wildcard. Without --input and "
+                             "--input_list, gazecrop crops its built-in demo images.")
+    parser.add_argument("--input_list", default=None, metavar="FILE",
+                        help="a file (any filesystem) listing one URI per line ('#' comments); outputs "
+                             "keep each path relative to the listed URIs' common directory")
+    parser.add_argument("--output", default=DEFAULT_OUTPUT, metavar="ROOT",
+                        help="output root (local path, gs://, s3://): crops/, metadata/, errors/, "
+                             "saliency/ (default: %(default)s)")
+    parser.add_argument("--aspect_ratios", default=DEFAULT_ASPECT_RATIOS, type=parse_aspect_ratios,
+                        help="comma-separated W:H ratios, one crop each (default: %(default)s)")
+    parser.add_argument("--output_format", default="jpeg", choices=OUTPUT_FORMATS,
+                        help="crop file format; 'source' keeps JPEG, PNG and WebP sources in their "
+                             "format and writes others as PNG (default: %(default)s)")
+    parser.add_argument("--jpeg_quality", default=90, type=int,
+                        help="JPEG (and WebP) quality, 1-100 (default: %(default)s)")
+    parser.add_argument("--max_output_side", default=0, type=int,
+                        help="downscale crops so their longer side is at most this many pixels; "
+                             "0 keeps source resolution; never upscales (default: %(default)s)")
+    parser.add_argument("--model", default="default",
+                        help="'default' (bundled weights), 'tiny' (random test model) or a readout "
+                             "weights file (default: %(default)s)")
+    parser.add_argument("--batch_size", default=16, type=int,
+                        help="largest number of images per model call (default: %(default)s)")
+    parser.add_argument("--max_megapixels", default=DEFAULT_MAX_MEGAPIXELS, type=float,
+                        help="refuse images whose header declares more megapixels, before decoding "
+                             "(decompression-bomb guard; 0 disables; default: %(default)s)")
+    parser.add_argument("--save_saliency", action="store_true",
+                        help="also write each image's log-density map to ROOT/saliency/<relpath>.npy")
+    return parser
+
+
+def parse(argv: list[str] | None) -> tuple[RunOptions, list[str]]:
+    """gazecrop's options and the remaining (Beam) arguments, with the default runner added."""
+    parser = build_parser()
+    known, beam_args = parser.parse_known_args(argv)
+    if known.batch_size < 1:
+        parser.error(f"--batch_size must be >= 1. Received: --batch_size={known.batch_size}")
+    if not 1 <= known.jpeg_quality <= 100:
+        parser.error(f"--jpeg_quality must be in 1..100. Received: --jpeg_quality={known.jpeg_quality}")
+    if known.max_output_side < 0:
+        parser.error(f"--max_output_side must be >= 0. Received: --max_output_side={known.max_output_side}")
+    if known.max_megapixels < 0:
+        parser.error(f"--max_megapixels must be >= 0. Received: --max_megapixels={known.max_megapixels}")
+    if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
+        beam_args = [f"--runner={DEFAULT_RUNNER}", *beam_args]
+    options = RunOptions(
+        inputs=tuple(known.inputs), input_list=known.input_list, output=known.output,
+        aspect_ratios=known.aspect_ratios, output_format=known.output_format,
+        jpeg_quality=known.jpeg_quality, max_output_side=known.max_output_side, model=known.model,
+        batch_size=known.batch_size, max_megapixels=known.max_megapixels,
+        save_saliency=known.save_saliency)
+    return options, beam_args

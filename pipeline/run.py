@@ -1,0 +1,102 @@
+"""`gazecrop run` / `python -m pipeline.run`: build the pipeline, run it, print a summary.
+
+    gazecrop run --input 'photos/**/*.jpg' --output out/ [--aspect_ratios 1:1,16:9] [Beam options]
+
+Without --input (and --input_list) it crops a few demo images it draws itself into ./gazecrop-out.
+The run exits 0 when the pipeline completes, whatever the number of failed images: failures are rows
+of ROOT/errors/, counted by stage and reason in the summary.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import sys
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.compose import GazeCrop
+from pipeline.demo import write_demo_images
+from pipeline.options import RunOptions, parse
+from transforms.crop import CropConfig
+from transforms.inference import DeepGazeModelHandler, describe_model
+from transforms.metadata import read_table, table_path
+from transforms.read import absolute_uri, read_input_list
+from transforms.write import OutputConfig, join
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """What a run did, read back from its tables."""
+    read: int  # inputs accounted for: cropped + failed
+    cropped: int  # images with metadata rows
+    crops: int  # metadata rows
+    failed: dict  # (stage, error_type) -> images
+
+    def lines(self, root: str) -> list[str]:
+        out = [f"gazecrop: read {self.read} files, cropped {self.cropped} images ({self.crops} crops), "
+               f"failed {sum(self.failed.values())}"]
+        for (stage, error_type), count in sorted(self.failed.items()):
+            out.append(f"  failed at {stage}: {error_type} x {count}")
+        out.append(f"  crops:    {join(root, 'crops')}/<ratio>/")
+        out.append(f"  metadata: {table_path(root, 'metadata')}")
+        out.append(f"  errors:   {table_path(root, 'errors')}")
+        return out
+
+
+def summarize(root: str) -> Summary:
+    """Count what the run wrote (the tables are the record of every input)."""
+    metadata = read_table(root, "metadata", ["source_uri"]).column("source_uri").to_pylist()
+    errors = read_table(root, "errors", ["source_uri", "stage", "error_type"]).to_pylist()
+    failed = collections.Counter((e["stage"], e["error_type"]) for e in errors)
+    cropped = len(set(metadata))
+    return Summary(read=cropped + len(errors), cropped=cropped, crops=len(metadata), failed=dict(failed))
+
+
+def build(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeModelHandler | None = None):
+    """Apply the job to `p`; loads the model once here to learn its version and input geometry."""
+    model_info = describe_model(options.model)
+    listed = read_input_list(options.input_list) if options.input_list else []
+    output = OutputConfig(root=absolute_uri(options.output), output_format=options.output_format,
+                          jpeg_quality=options.jpeg_quality, max_output_side=options.max_output_side,
+                          save_saliency=options.save_saliency, max_megapixels=options.max_megapixels)
+    return p | "GazeCrop" >> GazeCrop(
+        patterns=list(options.inputs), listed_uris=listed, model_info=model_info,
+        crop_config=CropConfig(aspect_ratios=options.aspect_ratios), output=output,
+        batch_size=options.batch_size, max_megapixels=options.max_megapixels, handler=handler)
+
+
+def with_demo_inputs(options: RunOptions) -> RunOptions:
+    """Without inputs: draw the demo images into ROOT/demo-inputs/ and crop those."""
+    directory = os.path.join(options.output, "demo-inputs")
+    write_demo_images(directory)
+    print(f"gazecrop: no --input given; cropping {directory}/* (demo images drawn by gazecrop)")
+    return dataclasses.replace(options, inputs=(os.path.join(directory, "*"),))
+
+
+def run(argv: list[str] | None = None) -> Summary:
+    options, beam_args = parse(argv)
+    if options.demo:
+        options = with_demo_inputs(options)
+    pipeline_options = PipelineOptions(beam_args)
+    with beam.Pipeline(options=pipeline_options) as p:
+        build(p, options)
+    summary = summarize(options.output)
+    for line in summary.lines(options.output):
+        print(line)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    run(sys.argv[1:] if argv is None else argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

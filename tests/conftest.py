@@ -1,0 +1,50 @@
+"""Shared test helpers: where the fixture images are, the tiny model, a small pipeline runner.
+
+Fixture images are never committed: they live in ../shared/data/fixtures beside the clone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = SHARED / "data" / "fixtures"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: end-to-end run with the real bundled model (slower)")
+    config.addinivalue_line("markers", "gcs: talks to a local GCS API server (gcp-storage-emulator)")
+    config.addinivalue_line("filterwarnings", "ignore:cannot collect test class 'TestPipeline'")
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.skip(f"fixture images not found at {FIXTURES}")
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def tiny_info():
+    """ModelInfo of the tiny deterministic test model (no weights file)."""
+    from transforms.inference import describe_model
+    return describe_model("tiny")
+
+
+def run_gazecrop(argv: list[str]):
+    """`gazecrop run` in-process on the FnApiRunner (no Prism download attempt) with the tiny model
+    unless argv names another."""
+    from pipeline.run import run
+    argv = list(argv)
+    if not any(a.startswith("--model") for a in argv):
+        argv += ["--model", "tiny"]
+    if not any(a.startswith("--runner") for a in argv):
+        argv += ["--runner=FnApiRunner"]
+    return run(argv)
+
+
+def read_tables(root) -> tuple[list[dict], list[dict]]:
+    from transforms.metadata import read_table
+    return read_table(str(root), "metadata").to_pylist(), read_table(str(root), "errors").to_pylist()

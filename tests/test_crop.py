@@ -1,0 +1,316 @@
+"""Crop geometry and selection (transforms/crop.py), on plain numpy without Beam."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transforms.crop import (
+    Crop, CropConfig, Focus, choose_crops, focal_point, parse_aspect_ratios, ratio_dirname,
+    ratio_label, window_sizes)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+RATIOS = ((1, 1), (16, 9), (9, 16), (4, 5))
+
+
+def _random_maps(b, h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(b, h, w)) * 2).astype(np.float32)
+
+
+def _blob(h, w, cy, cx, sigma):
+    yy, xx = np.mgrid[0:h, 0:w]
+    ld = -((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma ** 2)
+    return (ld - np.log(np.exp(ld).sum())).astype(np.float32)
+
+
+def _upsampled_mass(log_density, factor):
+    """Density on source pixels when the source is an exact multiple of the map (brute force)."""
+    p = np.exp(log_density.astype(np.float64))
+    p /= p.sum()
+    return np.kron(p, np.ones((factor, factor))) / factor ** 2
+
+
+# -- aspect ratios -------------------------------------------------------------------------------
+
+def test_parse_aspect_ratios():
+    assert parse_aspect_ratios("1:1,16:9,9:16,4:5") == RATIOS
+    assert parse_aspect_ratios(" 3 : 2 , 191:100") == ((3, 2), (191, 100))
+    assert parse_aspect_ratios(["1:1", "4:5,9:16"]) == ((1, 1), (4, 5), (9, 16))
+
+
+@pytest.mark.parametrize("text", ["", " , ", "16/9", "0:1", "1:0", "1.91:1", "a:b", "16:9:1",
+                                  "-1:1", "1:1,2:2", "16:9,"])
+def test_parse_aspect_ratios_rejects(text):
+    with pytest.raises(ValueError):
+        parse_aspect_ratios(text)
+
+
+def test_ratio_names():
+    assert ratio_label((16, 9)) == "16:9"
+    assert ratio_dirname((16, 9)) == "16x9"
+    assert [ratio_label(r) for r in parse_aspect_ratios("9:16")] == ["9:16"]
+
+
+def test_config_validates():
+    assert CropConfig().aspect_ratios == RATIOS
+    assert CropConfig(aspect_ratios="3:2").aspect_ratios == ((3, 2),)
+    np.testing.assert_allclose(CropConfig(min_scale=0.7).scales, [1.0, 0.9, 0.8, 0.7])
+    for bad in (dict(min_scale=0), dict(min_scale=1.5), dict(candidates=0), dict(positions=2),
+                dict(border_weight=-1), dict(candidate_overlap=1.0)):
+        with pytest.raises(ValueError):
+            CropConfig(**bad)
+
+
+# -- window geometry -----------------------------------------------------------------------------
+
+def _sizes(n=400, seed=1):
+    rng = np.random.default_rng(seed)
+    sizes = np.stack([rng.integers(1, 6000, n), rng.integers(1, 6000, n)], axis=1)
+    fixed = [(1, 1), (1, 1000), (1000, 1), (2, 3), (7, 3), (16, 9), (9, 16), (1024, 768),
+             (768, 1024), (1000, 1000), (5472, 3648), (9643, 10328)]
+    return np.concatenate([np.array(fixed), sizes])
+
+
+def test_window_sizes_bounds_and_exact_ratio():
+    sizes = _sizes()
+    win = window_sizes(sizes, RATIOS + ((191, 100), (3, 2)))
+    w, h = win[..., 0, 0], win[..., 0, 1]
+    assert (w >= 1).all() and (h >= 1).all()
+    assert (w <= sizes[:, :1]).all() and (h <= sizes[:, 1:]).all()       # never larger than the source
+    for r, (a, b) in enumerate(RATIOS + ((191, 100), (3, 2))):
+        big = (sizes[:, 0] >= 45 * a) & (sizes[:, 1] >= 45 * b)
+        if a * b < 1000:   # small ratios: the exact ratio whenever the source holds a few multiples
+            assert (w[big, r] * b == h[big, r] * a).all(), (a, b)
+        # as close as integers allow: within half a pixel of the target on the shorter fitted side
+        err = np.abs(w[:, r] * b - h[:, r] * a) / np.maximum(a, b)
+        assert (err <= np.maximum(w[:, r], h[:, r]) * 0.02 + 1).all()
+
+
+def test_window_is_the_largest_of_the_exact_ratio():
+    sizes = _sizes(200, seed=2)
+    win = window_sizes(sizes, RATIOS)
+    for r, (a, b) in enumerate(RATIOS):
+        g = math.gcd(a, b)
+        a, b = a // g, b // g
+        k = np.minimum(sizes[:, 0] // a, sizes[:, 1] // b)
+        exact = win[:, r, 0, 0] * b == win[:, r, 0, 1] * a
+        # exact windows are the largest multiple that fits; rounded ones are at least as large
+        assert (win[exact, r, 0, 0] == k[exact] * a).all()
+        assert (win[~exact, r, 0, 0] * win[~exact, r, 0, 1] >= (k[~exact] * a) * (k[~exact] * b)).all()
+        # one side of the window spans the source (up to the exact-ratio rounding)
+        slack_w = sizes[:, 0] - win[:, r, 0, 0]
+        slack_h = sizes[:, 1] - win[:, r, 0, 1]
+        assert (np.minimum(slack_w, slack_h)[exact] < np.maximum(a, b)).all()
+
+
+def test_known_windows():
+    win = window_sizes([(1024, 768), (768, 1024), (1000, 1000), (1, 1), (7, 3)], RATIOS)
+    assert win[0, :, 0].tolist() == [[768, 768], [1024, 576], [432, 768], [612, 765]]
+    assert win[1, :, 0].tolist() == [[768, 768], [768, 432], [576, 1024], [768, 960]]
+    assert win[2, :, 0].tolist() == [[1000, 1000], [992, 558], [558, 992], [800, 1000]]
+    assert win[3, :, 0].tolist() == [[1, 1]] * 4
+    assert win[4, :, 0].tolist() == [[3, 3], [5, 3], [2, 3], [2, 3]]
+
+
+def test_smaller_scales_keep_the_ratio():
+    win = window_sizes([(1024, 768)], RATIOS, CropConfig(min_scale=0.5).scales)
+    assert win.shape == (1, 4, 6, 2)
+    for r, (a, b) in enumerate(RATIOS):
+        w, h = win[0, r, :, 0], win[0, r, :, 1]
+        assert (np.diff(w) < 0).all() and (np.abs(w * b - h * a) <= max(a, b)).all()
+        assert w[-1] >= 0.5 * w[0] - a
+
+
+# -- choose_crops --------------------------------------------------------------------------------
+
+def _check_geometry(crops, size, config):
+    width, height = size
+    labels = [ratio_label(r) for r in config.aspect_ratios]
+    assert {c.aspect_ratio for c in crops} == set(labels)
+    assert [c.aspect_ratio for c in crops if c.rank == 0] == labels
+    for c in crops:
+        assert isinstance(c, Crop)
+        assert all(type(v) is int for v in (c.x, c.y, c.width, c.height))
+        assert 0 <= c.x and c.x + c.width <= width and c.width >= 1
+        assert 0 <= c.y and c.y + c.height <= height and c.height >= 1
+        assert 0.0 <= c.saliency_kept <= 1.0
+
+
+def test_choose_crops_geometry_on_random_batches():
+    config = CropConfig()
+    sizes = [tuple(s) for s in _sizes(60, seed=3)]
+    maps = _random_maps(len(sizes), 24, 32)
+    out = choose_crops(maps, sizes, config)
+    assert len(out) == len(sizes)
+    expected = window_sizes(sizes, config.aspect_ratios)
+    for i, (crops, size) in enumerate(zip(out, sizes)):
+        _check_geometry(crops, size, config)
+        assert [[c.width, c.height] for c in crops] == expected[i, :, 0].tolist()  # largest, scale 1
+
+
+def test_batch_equals_one_by_one():
+    sizes = [(1024, 768), (768, 1024), (640, 640), (4000, 3000)]
+    maps = _random_maps(4, 30, 40, seed=4)
+    together = choose_crops(maps, sizes)
+    alone = [choose_crops(maps[i:i + 1], sizes[i:i + 1])[0] for i in range(4)]
+    assert together == alone
+
+
+def test_maximises_mass_like_brute_force():
+    # Source 10x the map: every integer window's mass can be summed on source pixels directly.
+    rng = np.random.default_rng(5)
+    for seed in range(3):
+        ld = _blob(12, 16, rng.uniform(0, 12), rng.uniform(0, 16), rng.uniform(1, 4))
+        ld = ld + rng.normal(size=ld.shape).astype(np.float32) * 0.5
+        dens = _upsampled_mass(ld, 10)                     # (120, 160)
+        sat = np.pad(dens.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        crops = choose_crops(ld[None], [(160, 120)])[0]
+        for c in crops:
+            xs = np.arange(0, 160 - c.width + 1)[None, :]
+            ys = np.arange(0, 120 - c.height + 1)[:, None]
+            mass = sat[ys + c.height, xs + c.width] - sat[ys, xs + c.width] \
+                - sat[ys + c.height, xs] + sat[ys, xs]
+            assert c.saliency_kept == pytest.approx(mass[c.y, c.x], abs=1e-9)
+            assert c.saliency_kept >= mass.max() - 1e-6, (seed, c)
+
+
+def test_uniform_map_gives_centred_crops():
+    out = choose_crops(np.zeros((2, 20, 30), np.float32), [(1000, 700), (701, 1001)])
+    for crops, (w, h) in zip(out, [(1000, 700), (701, 1001)]):
+        for c in crops:
+            assert c.x == (w - c.width) // 2 and c.y == (h - c.height) // 2
+            assert c.saliency_kept == pytest.approx(c.width * c.height / (w * h), abs=1e-6)
+
+
+def test_ties_go_to_the_centre():
+    # One hot cell near the left edge: every 1:1 window with x in [0, 80] keeps all of it;
+    # the one nearest the centre is x = 80.
+    ld = np.full((48, 64), -60.0, np.float32)
+    ld[10, 5] = 0.0
+    c = choose_crops(ld[None], [(1024, 768)], CropConfig(aspect_ratios=((1, 1),)))[0][0]
+    assert (c.x, c.y, c.width, c.height) == (80, 0, 768, 768)
+    assert c.saliency_kept == pytest.approx(1.0)
+
+
+def test_follows_the_subject():
+    ld = _blob(48, 64, 24, 56, 3)          # subject at the right edge
+    crops = choose_crops(ld[None], [(1024, 768)])[0]
+    square = crops[0]
+    assert square.x + square.width == 1024
+    assert square.saliency_kept > 0.99
+    assert focal_point(ld, (1024, 768)) == (904, 392)
+
+
+def test_degenerate_maps_fall_back_to_uniform():
+    maps = np.stack([np.full((8, 8), -np.inf), np.full((8, 8), np.nan), np.full((8, 8), 1e4)])
+    out = choose_crops(maps.astype(np.float32), [(300, 200)] * 3)
+    for crops in out:
+        _check_geometry(crops, (300, 200), CropConfig())
+        assert crops[0].x == 50 and crops[0].saliency_kept == pytest.approx(2 / 3, abs=1e-6)
+
+
+def test_tiny_and_huge_sources():
+    maps = _random_maps(4, 6, 8, seed=6)
+    sizes = [(1, 1), (2, 1), (3, 7), (20000, 14000)]
+    for crops, size in zip(choose_crops(maps, sizes), sizes):
+        _check_geometry(crops, size, CropConfig())
+
+
+def test_focus_point_and_box_are_contained():
+    ld = _blob(48, 64, 24, 5, 2)           # the model looks left
+    size = (1024, 768)
+    for focus in [(1000, 700), (1023, 767), Focus(900, 10, 100, 50), (600, 0, 300, 768)]:
+        f = Focus.coerce(focus)
+        for c in choose_crops(ld[None], [size], focus=[focus])[0]:
+            if f.width <= c.width:
+                assert c.x <= int(f.x) and int(math.ceil(f.x + f.width)) <= c.x + c.width \
+                    or (f.width == 0 and c.x <= f.x < c.x + c.width)
+            if f.height <= c.height:
+                assert c.y <= int(f.y) and (f.y + max(f.height, 1) <= c.y + c.height)
+    # A box wider than the window: the window stays inside the box.
+    c = choose_crops(ld[None], [size], CropConfig(aspect_ratios=((9, 16),)),
+                     focus=[(500, 0, 500, 768)])[0][0]
+    assert 500 <= c.x and c.x + c.width <= 1000
+    # None leaves the model in charge.
+    assert choose_crops(ld[None], [size], focus=[None]) == choose_crops(ld[None], [size])
+    with pytest.raises(ValueError):
+        choose_crops(ld[None], [size], focus=[(1, 2, 3)])
+
+
+def test_ranked_candidates():
+    ld = _blob(48, 64, 24, 32, 20)
+    config = CropConfig(candidates=3, candidate_overlap=0.5)
+    crops = choose_crops(ld[None], [(2000, 600)], config)[0]
+    single = choose_crops(ld[None], [(2000, 600)])[0]
+    _check_geometry(crops, (2000, 600), config)
+    assert [c for c in crops if c.rank == 0] == single
+    for label in {c.aspect_ratio for c in crops}:
+        ranked = [c for c in crops if c.aspect_ratio == label]
+        assert [c.rank for c in ranked] == list(range(len(ranked)))
+        assert all(a.score >= b.score for a, b in zip(ranked[1:], ranked[2:]))
+        for i, a in enumerate(ranked):
+            for b in ranked[:i]:
+                ix = max(0, min(a.x + a.width, b.x + b.width) - max(a.x, b.x))
+                iy = max(0, min(a.y + a.height, b.y + b.height) - max(a.y, b.y))
+                inter = ix * iy
+                assert inter / (a.width * a.height + b.width * b.height - inter) <= 0.5 + 1e-9
+    # 1:1 and 4:5 windows in a 2000x600 source leave room for three candidates.
+    assert sum(c.aspect_ratio == "1:1" for c in crops) == 3
+    # A square source has a single 1:1 window: fewer ranks come back, never a duplicate.
+    square = choose_crops(ld[None], [(600, 600)], config)[0]
+    assert sum(c.aspect_ratio == "1:1" for c in square) == 1
+
+
+def test_scale_search_prefers_a_small_subject_window():
+    ld = _blob(48, 64, 24, 32, 1.5)        # a small subject in the middle
+    config = CropConfig(aspect_ratios=((1, 1),), min_scale=0.4, area_weight=0.2)
+    c = choose_crops(ld[None], [(1024, 768)], config)[0][0]
+    assert c.width == c.height < 768 and c.width >= 0.4 * 768 - 1
+    assert c.x <= 512 <= c.x + c.width and c.saliency_kept > 0.95
+    # Spread-out saliency keeps the largest window.
+    wide = choose_crops(np.zeros((1, 48, 64), np.float32), [(1024, 768)], config)[0][0]
+    assert wide.width == 768
+
+
+def test_penalties_keep_geometry():
+    config = CropConfig(border_weight=1.0, composition_weight=0.5, candidates=2, min_scale=0.8)
+    sizes = [(1024, 768), (333, 999), (50, 40)]
+    for crops, size in zip(choose_crops(_random_maps(3, 24, 32, seed=7), sizes, config), sizes):
+        _check_geometry(crops, size, config)
+
+
+def test_border_penalty_avoids_cutting_a_blob():
+    # Two blobs: one that a 1:1 window can hold whole, one it would cut.
+    ld = np.logaddexp(_blob(48, 64, 24, 10, 4), _blob(48, 64, 24, 50, 4) + np.log(1.05))
+    plain = choose_crops(ld[None], [(1024, 768)], CropConfig(aspect_ratios=((1, 1),)))[0][0]
+    careful = choose_crops(ld[None], [(1024, 768)],
+                           CropConfig(aspect_ratios=((1, 1),), border_weight=2.0))[0][0]
+    assert careful.score <= careful.saliency_kept
+    assert plain.saliency_kept >= careful.saliency_kept - 1e-9
+
+
+def test_crops_a_real_exif_rotated_photo():
+    cv2 = pytest.importorskip("cv2")
+    path = SHARED / "data/fixtures/exif_orientation/Portrait_6.jpg"
+    if not path.exists():
+        pytest.skip("shared fixtures absent")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)       # OpenCV applies the EXIF orientation
+    height, width = image.shape[:2]
+    assert height > width                                  # the portrait is upright
+    ld = _blob(32, 24, 10, 12, 4)
+    for c in choose_crops(ld[None], [(width, height)])[0]:
+        crop = image[c.y:c.y + c.height, c.x:c.x + c.width]
+        assert crop.shape[:2] == (c.height, c.width)
+        a, b = map(int, c.aspect_ratio.split(":"))
+        assert abs(c.width * b - c.height * a) <= max(a, b)
+
+
+def test_focal_point():
+    ld = np.full((10, 20), -5.0)
+    ld[3, 17] = 0.0
+    assert focal_point(ld, (2000, 1000)) == (1750, 350)
+    assert focal_point(ld, (1, 1)) == (0, 0)
+    with pytest.raises(ValueError):
+        focal_point(ld[None], (10, 10))

@@ -1,0 +1,181 @@
+"""model.cropeval on a small synthetic eye-tracking dataset built here (and its helpers)."""
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from model import cropeval
+from transforms.crop import CropConfig, choose_crops, window_sizes
+
+RATIOS = ((1, 1), (16, 9), (9, 16), (4, 5))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Four textured images with a bright patch where 8 'viewers' look (plus a few stray looks)."""
+    root = tmp_path_factory.mktemp("eyes")
+    (root / "stimuli").mkdir()
+    rng = np.random.default_rng(0)
+    specs = [("wide.png", 240, 120, 200, 60), ("tall.jpg", 120, 200, 60, 30),
+             ("square.png", 160, 160, 30, 130), ("plain.png", 200, 150, 100, 75)]
+    rows = []
+    for name, w, h, px, py in specs:
+        image = (rng.random((h, w, 3)) * 60 + 40).astype(np.uint8)
+        cv2.circle(image, (px, py), 12, (250, 240, 200), -1)
+        cv2.imwrite(str(root / "stimuli" / name), image)
+        for subject in range(8):
+            for index in range(3):
+                x, y = rng.normal((px, py), 6)
+                if index == 2 and subject % 3 == 0:
+                    x, y = rng.uniform(0, w), rng.uniform(0, h)
+                rows.append((name, subject, index, round(float(x), 2), round(float(y), 2), 200))
+    with open(root / "fixations.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "subject", "index", "x", "y", "duration_ms"])
+        writer.writerows(rows)
+    (root / "splits").mkdir()
+    (root / "splits" / "val.txt").write_text("\n".join(s[0] for s in specs) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def result(dataset, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    res = cropeval.evaluate(dataset, ["wide.png", "tall.jpg", "square.png", "plain.png"],
+                            CropConfig(), model="tiny", cache_dir=cache)
+    return res, cache
+
+
+def test_fixation_share_and_boxes():
+    rows = np.array([0, 5, 9, 9])
+    cols = np.array([0, 5, 9, 19])
+    share = cropeval.fixation_share(rows, cols, [(0, 0, 10, 10), (5, 5, 1, 1), (10, 0, 10, 10)])
+    np.testing.assert_allclose(share, [0.75, 0.25, 0.25])
+    assert cropeval.centre_boxes(20, 10, [(10, 10), (20, 4)]).tolist() == [[5, 0, 10, 10], [0, 3, 20, 4]]
+    best = cropeval.best_boxes(rows, cols, 20, 10, [(10, 10)])
+    assert best.tolist() == [[0, 0, 10, 10]]
+    # ties go to the centre: no fixations at all
+    assert cropeval.best_boxes(rows[:0], cols[:0], 20, 10, [(10, 10)]).tolist() == [[5, 0, 10, 10]]
+    assert cropeval.place_window(0, 0, 20, 10, 10, 10) == (0, 0, 10, 10)
+    assert cropeval.place_window(19, 9, 20, 10, 10, 4) == (10, 6, 10, 4)
+
+
+def test_best_box_is_exhaustively_best():
+    rng = np.random.default_rng(1)
+    rows, cols = rng.integers(0, 30, 50), rng.integers(0, 40, 50)
+    for w, h in [(10, 30), (40, 12), (17, 17)]:
+        box = cropeval.best_boxes(rows, cols, 40, 30, [(w, h)])[0]
+        every = [(x, y, w, h) for x in range(40 - w + 1) for y in range(30 - h + 1)]
+        assert cropeval.fixation_share(rows, cols, [box])[0] == cropeval.fixation_share(rows, cols, every).max()
+
+
+def test_spectral_residual_finds_the_odd_patch():
+    image = np.full((120, 160, 3), 90, np.uint8)
+    cv2.rectangle(image, (110, 20), (125, 35), (255, 255, 255), -1)
+    ld = cropeval.spectral_residual_log_density(image)
+    assert ld.shape == (64, 64)
+    assert np.log(np.exp(ld.astype(np.float64)).sum()) == pytest.approx(0.0, abs=1e-5)
+    i, j = np.unravel_index(np.argmax(ld), ld.shape)
+    assert abs(j * 160 / 64 - 117) < 15 and abs(i * 120 / 64 - 27) < 15
+
+
+def test_evaluate_bounds_and_gains(result):
+    res, _ = result
+    assert res.names == ["wide.png", "tall.jpg", "square.png", "plain.png"]
+    for method, share in res.shares.items():
+        assert share.shape == (4, 4)
+        assert ((share >= 0) & (share <= 1)).all(), method
+        assert (share <= res.shares["best"] + 1e-12).all(), method   # nothing beats the best window
+    summary = cropeval.summarise(res)
+    assert summary["centre"]["gain"] == 0.0
+    assert summary["best"]["gain"] == pytest.approx(1.0)
+    # The patch is far off-centre in three images: the best window keeps clearly more than the centre.
+    assert summary["best"]["mean"] > summary["centre"]["mean"] + 0.1
+    table = cropeval.format_table(res, summary)
+    assert "| gazecrop |" in table and "| best |" in table
+
+
+def test_gazecrop_uses_the_pipeline_crop_code(dataset, result):
+    res, cache = result
+    from model import load_model
+    from model.images import read_image_rgb
+
+    predictor = cropeval.Predictor("tiny", cache)
+    rgb = read_image_rgb(dataset / "stimuli" / "tall.jpg")
+    ld = predictor("tall.jpg", rgb)
+    assert predictor.computed == 0          # served from the cache the evaluation filled
+    fresh = load_model("tiny").predict(
+        cropeval.resize_for_model(rgb, load_model("tiny").input_size(*rgb.shape[:2]))[None])[0]
+    np.testing.assert_allclose(ld, fresh, atol=1e-5)
+    crops = choose_crops(ld[None], [(120, 200)], CropConfig())[0]
+    fix = cropeval.read_fixations(dataset)["tall.jpg"]
+    rows, cols = fix.int_coords(200, 120)
+    expected = cropeval.fixation_share(rows, cols, [(c.x, c.y, c.width, c.height) for c in crops])
+    np.testing.assert_allclose(res.shares["gazecrop"][1], expected)
+
+
+def test_every_method_uses_the_same_window_size(dataset):
+    # Methods differ only in placement: the centre and best windows are window_sizes' windows.
+    windows = window_sizes([(240, 120)], RATIOS)[0, :, 0]
+    boxes = cropeval.centre_boxes(240, 120, windows)
+    assert boxes[:, 2:].tolist() == windows.tolist()
+
+
+@pytest.mark.parametrize("method", ["smartcrop", "vips-attention", "vips-entropy"])
+def test_optional_baselines_place_full_windows(method):
+    if cropeval.available(method):
+        pytest.skip(cropeval.available(method))
+    rng = np.random.default_rng(2)
+    image = (rng.random((90, 200, 3)) * 50).astype(np.uint8)
+    cv2.circle(image, (180, 45), 10, (255, 200, 150), -1)
+    windows = window_sizes([(200, 90)], RATIOS)[0, :, 0]
+    if method == "smartcrop":
+        boxes = cropeval.smartcrop_boxes(image, windows)
+    else:
+        boxes = cropeval.vips_boxes(image, windows, method.split("-")[1])
+    assert boxes[:, 2:].tolist() == windows.tolist()
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= 200).all()
+    assert (boxes[:, 1] >= 0).all() and (boxes[:, 1] + boxes[:, 3] <= 90).all()
+
+
+def test_missing_optional_package_is_skipped(dataset, monkeypatch):
+    monkeypatch.setitem(cropeval.OPTIONAL, "smartcrop", "no_such_module_for_gazecrop")
+    res = cropeval.evaluate(dataset, ["wide.png"], CropConfig(), methods=("centre", "best", "smartcrop"),
+                            cache_dir=None)
+    assert "smartcrop" in res.skipped and "no_such_module_for_gazecrop" in res.skipped["smartcrop"]
+    assert set(res.shares) == {"centre", "best"}
+    assert "skipped smartcrop" in cropeval.format_table(res, cropeval.summarise(res))
+
+
+def test_main_with_options(dataset, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    focus = tmp_path / "focus.csv"
+    focus.write_text("image,x,y\nwide.png,5,5\n")
+    code = cropeval.main(["--dataset", str(dataset), "--images", str(dataset / "splits/val.txt"),
+                          "--model", "tiny", "--methods", "gazecrop,centre,best",
+                          "--candidates", "2", "--min_scale", "0.8", "--border_weight", "0.5",
+                          "--composition_weight", "0.1", "--focus", str(focus), "--cache", str(tmp_path),
+                          "--json", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "gazecrop-any-rank" in text and "gain" in text
+    data = json.loads(out.read_text())
+    rank0 = np.array(data["shares"]["gazecrop"])
+    any_rank = np.array(data["shares"]["gazecrop-any-rank"])
+    assert (any_rank >= rank0 - 1e-12).all()
+    assert data["config"]["min_scale"] == 0.8
+    # The focus point (5, 5) of wide.png is inside each of its crops: the subject at the right
+    # edge is then partly lost, so rank 0 keeps less than the best window there.
+    assert rank0[0].mean() < np.array(data["shares"]["best"])[0].mean()
+
+
+def test_focus_from_fixations(dataset, tmp_path, capsys):
+    assert cropeval.main(["--dataset", str(dataset), "--model", "tiny", "--methods", "gazecrop,centre,best",
+                          "--focus_from_fixations", "--no_cache"]) == 0
+    assert "| gazecrop |" in capsys.readouterr().out
+    rows, cols = np.array([10, 11, 12, 90]), np.array([100, 101, 99, 5])
+    peak = cropeval.fixation_peak(rows, cols, 200, 100)
+    assert abs(peak.x - 100) <= 6 and abs(peak.y - 11) <= 6

@@ -1,0 +1,81 @@
+"""`gazecrop run` as a user calls it: options, demo mode, --input_list, reruns, the summary."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import read_tables, run_gazecrop
+from pipeline.cli import main as cli_main
+from pipeline.options import parse
+
+
+def test_gazecrop_options_and_beam_options_are_split():
+    options, beam_args = parse(["--input", "a/*.jpg", "--input", "gs://b/*.png", "--aspect_ratios", "1:1,3:2",
+                                "--direct_num_workers", "2", "--batch_size", "4"])
+    assert options.inputs == ("a/*.jpg", "gs://b/*.png")
+    assert options.aspect_ratios == ((1, 1), (3, 2))
+    assert options.batch_size == 4
+    assert beam_args == ["--runner=FnApiRunner", "--direct_num_workers", "2"]
+    _, beam_args = parse(["--runner=DirectRunner"])
+    assert beam_args == ["--runner=DirectRunner"]
+    with pytest.raises(SystemExit):
+        parse(["--jpeg_quality", "0"])
+
+
+def test_demo_run_without_input_writes_demo_crops(tmp_path, capsys):
+    summary = run_gazecrop(["--output", str(tmp_path / "out")])
+    assert summary.cropped == 6 and summary.failed == {}
+    out = capsys.readouterr().out
+    assert "no --input given" in out and "cropped 6 images (24 crops), failed 0" in out
+    assert len(list((tmp_path / "out" / "crops" / "16x9" / "").glob("*.jpg"))) == 6
+
+
+def test_rerun_writes_identical_files_and_rows(fixtures_dir, tmp_path):
+    inputs = tmp_path / "in"
+    (inputs / "x").mkdir(parents=True)
+    for name in ("Landscape_6.jpg", "Portrait_3.jpg"):
+        shutil.copy(fixtures_dir / "exif_orientation" / name, inputs / "x" / name)
+    shutil.copy(fixtures_dir / "kodak" / "kodim23.png", inputs / "kodim23.png")
+    shutil.copy(fixtures_dir / "corrupt" / "sharp_truncated.jpg", inputs / "broken.jpg")
+    argv = ["--input", str(inputs / "**"), "--output", str(tmp_path / "out"), "--output_format", "source",
+            "--save_saliency"]
+    run_gazecrop(argv)
+    first = {p: p.read_bytes() for p in sorted((tmp_path / "out").rglob("*")) if p.is_file()
+             and p.suffix != ".parquet"}
+    rows_first, errors_first = read_tables(tmp_path / "out")
+    run_gazecrop(argv)
+    second = {p: p.read_bytes() for p in sorted((tmp_path / "out").rglob("*")) if p.is_file()
+              and p.suffix != ".parquet"}
+    rows_second, errors_second = read_tables(tmp_path / "out")
+    assert first == second
+    assert len(first) == 3 * 4 + 3  # crops of 3 images x 4 ratios, 3 saliency maps
+    assert (tmp_path / "out" / "crops" / "1x1" / "x" / "Landscape_6.jpg.jpg").exists()
+    assert (tmp_path / "out" / "crops" / "1x1" / "kodim23.png.png").exists()  # "source": PNG stays PNG
+
+    def stable(rows):
+        return sorted(tuple(sorted((k, v) for k, v in r.items() if k != "processed_at")) for r in rows)
+    assert stable(rows_first) == stable(rows_second) and len(rows_first) == 12
+    assert stable(errors_first) == stable(errors_second) and len(errors_first) == 1
+
+
+def test_input_list_and_missing_entries(fixtures_dir, tmp_path, capsys):
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join([str(fixtures_dir / "kodak" / "kodim01.png"),
+                                  str(fixtures_dir / "skimage" / "astronaut.png"),
+                                  str(fixtures_dir / "skimage" / "no-such-file.png")]))
+    code = cli_main(["run", "--input_list", str(listing), "--output", str(tmp_path / "out"), "--model", "tiny",
+                     "--aspect_ratios", "1:1", "--runner=FnApiRunner"])
+    assert code == 0
+    metadata, errors = read_tables(tmp_path / "out")
+    assert sorted(r["output_uri"].split("/crops/1x1/")[1] for r in metadata) == \
+        ["kodak/kodim01.png.jpg", "skimage/astronaut.png.jpg"]  # relative to the common directory
+    assert [(e["stage"], e["error_type"]) for e in errors] == [("read", "FileNotFoundError")]
+    assert "failed at read: FileNotFoundError x 1" in capsys.readouterr().out
+
+
+def test_cli_usage():
+    assert cli_main([]) == 2
+    assert cli_main(["--help"]) == 0
+    assert cli_main(["nonsense"]) == 2

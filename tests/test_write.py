@@ -1,0 +1,107 @@
+"""Write stage (transforms/write.py) and the tables (transforms/metadata.py) on plain functions."""
+
+from __future__ import annotations
+
+import datetime
+
+import apache_beam as beam
+import cv2
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+
+from transforms.crop import Crop
+from transforms.metadata import ERRORS_SCHEMA, WriteTable, read_table
+from transforms.records import CroppedImage, SaliencyImage, dead_letter_rows, error_row
+from transforms.write import (
+    OutputConfig, crop_uri, cut, encode, output_encoding, output_size, relpath_of_output, saliency_uri,
+    write_atomically, write_crops)
+
+
+def _png(rgb):
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return buf.tobytes()
+
+
+def test_output_size_downscales_only():
+    assert output_size(4000, 2250, 0) == (4000, 2250)
+    assert output_size(4000, 2250, 1600) == (1600, 900)
+    assert output_size(800, 600, 1600) == (800, 600)
+
+
+def test_output_paths_and_relpath_round_trip():
+    uri = crop_uri("gs://b/out", "16x9", "cat/a.png", "jpg")
+    assert uri == "gs://b/out/crops/16x9/cat/a.png.jpg"
+    assert relpath_of_output("gs://b/out", uri) == "cat/a.png"
+    assert saliency_uri("/o", "cat/a.png") == "/o/saliency/cat/a.png.npy"
+
+
+def test_source_format_keeps_jpeg_png_webp_and_writes_others_as_png():
+    config = OutputConfig(root="/o", output_format="source")
+    assert [output_encoding(config, f) for f in ("JPEG", "PNG", "WEBP", "GIF", "TIFF")] == \
+        ["jpeg", "png", "webp", "png", "png"]
+    assert output_encoding(OutputConfig(root="/o", output_format="webp"), "JPEG") == "webp"
+    with pytest.raises(ValueError, match="output_format"):
+        OutputConfig(root="/o", output_format="gif")
+
+
+@pytest.mark.parametrize("encoding", ["jpeg", "png", "webp"])
+def test_encoding_is_deterministic(encoding):
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    assert encode(rgb, encoding, 85) == encode(rgb.copy(), encoding, 85)
+
+
+def test_cut_refuses_crops_outside_the_source():
+    pixels = np.zeros((10, 20, 3), np.uint8)
+    assert cut(pixels, Crop("1:1", 5, 0, 10, 10, 1.0), 0).shape == (10, 10, 3)
+    assert cut(pixels, Crop("1:1", 5, 0, 10, 10, 1.0), 4).shape == (4, 4, 3)
+    with pytest.raises(ValueError, match="outside"):
+        cut(pixels, Crop("1:1", 15, 0, 10, 10, 1.0), 0)
+
+
+def test_write_atomically_replaces_and_leaves_no_temporary(tmp_path):
+    target = str(tmp_path / "d" / "x.bin")
+    write_atomically(target, b"first")
+    write_atomically(target, b"second")
+    assert (tmp_path / "d" / "x.bin").read_bytes() == b"second"
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["x.bin"]
+
+
+def test_write_crops_writes_files_rows_and_saliency(tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    data = _png(rgb)
+    log_density = np.full((224, 384), -np.log(224 * 384), np.float32)
+    image = SaliencyImage(uri="/in/p.png", relpath="sub/p.png", data=data, sha256="s", source_width=160,
+                          source_height=90, log_density=log_density, model_version="v")
+    crops = (Crop("1:1", 35, 0, 90, 90, 0.5), Crop("16:9", 0, 0, 160, 90, 1.0))
+    config = OutputConfig(root=str(tmp_path), output_format="png", save_saliency=True)
+    rows = write_crops(CroppedImage(image=image, crops=crops, focal_x=80, focal_y=45), config)
+    assert [r["aspect_ratio"] for r in rows] == ["1:1", "16:9"]
+    square = cv2.cvtColor(cv2.imread(rows[0]["output_uri"]), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(square, rgb[:, 35:125])  # PNG: lossless
+    assert rows[0]["output_uri"] == str(tmp_path / "crops" / "1x1" / "sub" / "p.png.png")
+    assert np.array_equal(np.load(tmp_path / "saliency" / "sub" / "p.png.npy"), log_density)
+
+
+def test_dead_letters_become_one_error_row_per_element():
+    try:
+        raise ValueError("bad pixels")
+    except ValueError as exc:
+        import traceback
+        info = (type(exc), repr(exc), traceback.format_exception(exc))
+    batch = [SaliencyImage("/a", "a", b"", "", 1, 1, None, "v"), SaliencyImage("/b", "b", b"", "", 1, 1, None, "v")]
+    rows = dead_letter_rows((batch, info), stage="crop")
+    assert [(r["source_uri"], r["stage"], r["error_type"], r["message"]) for r in rows] == [
+        ("/a", "crop", "ValueError", "bad pixels"), ("/b", "crop", "ValueError", "bad pixels")]
+
+
+def test_an_empty_errors_table_is_still_a_readable_file(tmp_path):
+    with TestPipeline(runner="FnApiRunner") as p:
+        _ = p | beam.Create([]) | WriteTable(root=str(tmp_path), name="errors", schema=ERRORS_SCHEMA)
+    table = read_table(str(tmp_path), "errors")
+    assert table.num_rows == 0 and table.schema.equals(ERRORS_SCHEMA)
+
+
+def test_error_row_has_the_errors_schema_columns():
+    row = error_row("/x", "decode", "E", "m", datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc))
+    assert list(row) == ERRORS_SCHEMA.names

@@ -1,0 +1,551 @@
+"""Crop selection: from a predicted log-density to one window per aspect ratio.
+
+A crop keeps what people look at when it keeps the saliency mass: the model predicts a probability
+density of fixations, so the density mass inside a window *is* the expected share of fixations the
+window keeps. ``choose_crops`` therefore starts from the window that keeps the most mass and adds
+optional, documented terms (``CropConfig``) to the score.
+
+Steps of ``choose_crops`` (each a small function below):
+
+1. ``_densities``      log-density (B, h, w) -> normalised density, and its summed-area table (SAT).
+2. ``window_sizes``    per image, ratio and scale: the largest window of the ratio that fits the source.
+3. ``_axis_positions`` per window: a grid of candidate offsets on each axis (ends, centre, focus bounds).
+4. ``_score``          every candidate's mass, read from the SAT interpolated to source pixels, minus
+                       the optional penalties.
+5. ``_pick``           the best candidate, ties toward the image centre; then a 1-pixel refinement
+                       around it, and for ``candidates > 1`` the next best that overlaps less than
+                       ``candidate_overlap`` with those already taken.
+
+Everything is numpy over the batch, the ratios, the scales and the candidate positions; the only
+Python loop is over ranks (``candidates``, a handful).
+
+Geometry contract (DESIGN.md): pixel coordinates of the source after EXIF orientation; a crop is
+integer ``(x, y, width, height)`` with ``0 <= x`` and ``x + width <= W`` (same for y), its ratio as close
+to the target as integers allow, and never larger than the source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+Ratio = tuple[int, int]
+
+DEFAULT_ASPECT_RATIOS: tuple[Ratio, ...] = ((1, 1), (16, 9), (9, 16), (4, 5))
+
+_RATIO_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+
+
+# ----------------------------------------------------------------------------------------------
+# Aspect ratios
+# ----------------------------------------------------------------------------------------------
+
+def parse_aspect_ratios(text: Union[str, Sequence[str]]) -> tuple[Ratio, ...]:
+    """Parses ``"1:1,16:9,9:16,4:5"`` into ``((1, 1), (16, 9), (9, 16), (4, 5))``.
+
+    Each ratio is two positive whole numbers ``W:H``; a list of such strings is accepted too. Raises
+    ``ValueError`` naming the bad part for anything else (empty text, ``16/9``, ``0:1``, ``1.91:1``,
+    the same ratio twice).
+    """
+    if isinstance(text, str):
+        parts = text.split(",")
+    else:
+        parts = [p for item in text for p in str(item).split(",")]
+    if not parts or all(not p.strip() for p in parts):
+        raise ValueError(f"No aspect ratio given; expected e.g. '1:1,16:9'. Received: {text!r}")
+    ratios: list[Ratio] = []
+    seen: dict[Ratio, str] = {}
+    for part in parts:
+        match = _RATIO_RE.match(part)
+        if not match:
+            raise ValueError(
+                f"Bad aspect ratio {part.strip()!r}: expected two whole numbers WIDTH:HEIGHT such as "
+                f"16:9 (write 1.91:1 as 191:100). Received: {text!r}")
+        a, b = int(match.group(1)), int(match.group(2))
+        if a <= 0 or b <= 0:
+            raise ValueError(f"Bad aspect ratio {part.strip()!r}: both sides must be positive. "
+                             f"Received: {text!r}")
+        g = math.gcd(a, b)
+        reduced = (a // g, b // g)
+        if reduced in seen:
+            raise ValueError(f"Aspect ratio {part.strip()!r} repeats {seen[reduced]!r}. "
+                             f"Received: {text!r}")
+        seen[reduced] = part.strip()
+        ratios.append((a, b))
+    return tuple(ratios)
+
+
+def ratio_label(ratio: Ratio) -> str:
+    """``(16, 9) -> "16:9"``: the value of the ``aspect_ratio`` column."""
+    return f"{int(ratio[0])}:{int(ratio[1])}"
+
+
+def ratio_dirname(ratio: Ratio) -> str:
+    """``(16, 9) -> "16x9"``: the folder of a ratio's crops under ``ROOT/crops/``."""
+    return f"{int(ratio[0])}x{int(ratio[1])}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration and results
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class CropConfig:
+    """Every tunable of the crop search, with its default and what it does.
+
+    The defaults are what ``python -m model.cropeval`` found best on MIT1003's val split (the issue
+    note lists each option's measured effect).
+    """
+
+    # Target aspect ratios, (width, height) pairs; one crop (per rank) for each.
+    aspect_ratios: tuple[Ratio, ...] = DEFAULT_ASPECT_RATIOS
+
+    # Smallest window tried, as a share of the largest window of the ratio (linear size).
+    # 1.0 = only the largest window (the default: keeps the most of the picture and of what people
+    # look at). Below 1.0 windows of scales 1.0, 1.0 - scale_step, ... >= min_scale compete, with
+    # ``area_weight`` favouring the smaller ones; the crop is never upscaled either way.
+    min_scale: float = 1.0
+
+    # Step between the scales tried when ``min_scale < 1``.
+    scale_step: float = 0.1
+
+    # Reward for a smaller window when ``min_scale < 1``: the score loses
+    # ``area_weight * area / largest_area``, so a window of half the area wins when it keeps less
+    # than ``area_weight / 2`` less mass than the largest one. No effect at a single scale.
+    area_weight: float = 0.1
+
+    # Ranked candidates per ratio (rank 0 = best). Later ranks are the best windows that overlap
+    # (intersection over union) at most ``candidate_overlap`` with every better one; fewer come
+    # back when the source leaves no such room (e.g. a square source and a 1:1 crop).
+    candidates: int = 1
+
+    # Most intersection-over-union a lower-ranked candidate may have with a better one.
+    candidate_overlap: float = 0.5
+
+    # Penalty for cutting through a dense region at the crop's border: the score loses
+    # ``border_weight`` times the mass of a band straddling every crop edge that lies inside the
+    # image (edges on the image border cut nothing). 0 = off.
+    border_weight: float = 0.0
+
+    # Half-width of that band, as a share of the source's side across the edge.
+    border_band: float = 0.03
+
+    # Composition prior: the score loses ``composition_weight`` times the squared distance between
+    # the crop's centre and the centre of the saliency mass inside it (in crop widths/heights),
+    # so the subject sits near the middle of the crop. 0 = off.
+    composition_weight: float = 0.0
+
+    # Scores within this of the best are a tie, and the tie goes to the window nearest the centre
+    # of the source. Mass is a share in [0, 1], so 1e-6 only settles numerical ties; larger values
+    # act as a centre prior (keep the centre unless the model is surer than this).
+    tie_tolerance: float = 1e-6
+
+    # Prefer the exact ratio (width:height = a multiple of the reduced ratio) when it costs at most
+    # this share of the area of the largest window rounded to the nearest whole pixel; otherwise
+    # (tiny sources, ratios such as 191:100) the rounded window is used.
+    exact_ratio_slack: float = 0.05
+
+    # Candidate offsets per axis and window in the coarse search (evenly spaced, plus both ends,
+    # the centred offset and any focus bounds); the winner is then refined to the pixel.
+    positions: int = 33
+
+    def __post_init__(self):
+        ratios = self.aspect_ratios
+        if isinstance(ratios, str):
+            ratios = parse_aspect_ratios(ratios)
+        ratios = tuple((int(a), int(b)) for a, b in ratios)
+        if not ratios or any(a <= 0 or b <= 0 for a, b in ratios):
+            raise ValueError(f"aspect_ratios must be positive (w, h) pairs. Received: "
+                             f"aspect_ratios={self.aspect_ratios!r}")
+        object.__setattr__(self, "aspect_ratios", ratios)
+        if not 0.0 < self.min_scale <= 1.0:
+            raise ValueError(f"min_scale must be in (0, 1]. Received: min_scale={self.min_scale!r}")
+        if not 0.0 < self.scale_step <= 1.0:
+            raise ValueError(f"scale_step must be in (0, 1]. Received: scale_step={self.scale_step!r}")
+        if int(self.candidates) < 1:
+            raise ValueError(f"candidates must be >= 1. Received: candidates={self.candidates!r}")
+        if not 0.0 <= self.candidate_overlap < 1.0:
+            raise ValueError(f"candidate_overlap must be in [0, 1). "
+                             f"Received: candidate_overlap={self.candidate_overlap!r}")
+        if int(self.positions) < 3:
+            raise ValueError(f"positions must be >= 3. Received: positions={self.positions!r}")
+        for name in ("area_weight", "border_weight", "border_band", "composition_weight",
+                     "tie_tolerance", "exact_ratio_slack"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0. Received: {name}={getattr(self, name)!r}")
+
+    @property
+    def scales(self) -> np.ndarray:
+        """The window scales tried, largest first: 1.0, 1.0 - scale_step, ... >= min_scale."""
+        n = int(math.floor((1.0 - self.min_scale) / self.scale_step + 1e-9)) + 1
+        return 1.0 - self.scale_step * np.arange(n, dtype=np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Crop:
+    """One crop of one source image, in source pixels (after EXIF orientation)."""
+
+    aspect_ratio: str      # "16:9"
+    x: int
+    y: int
+    width: int
+    height: int
+    saliency_kept: float   # share of the predicted density inside the crop (expected share of fixations)
+    rank: int = 0          # 0 = best candidate of its ratio
+    score: float = 0.0     # what the search maximised (saliency_kept minus the enabled penalties)
+
+
+@dataclasses.dataclass(frozen=True)
+class Focus:
+    """A region the crop must contain, in source pixels: a point (width = height = 0) or a box.
+
+    When the box is larger than the window on an axis, the window stays inside the box on that axis.
+    """
+
+    x: float
+    y: float
+    width: float = 0.0
+    height: float = 0.0
+
+    @classmethod
+    def coerce(cls, value) -> Optional["Focus"]:
+        """``None``, a ``Focus``, ``(x, y)`` or ``(x, y, width, height)`` -> ``Focus`` or ``None``."""
+        if value is None or isinstance(value, Focus):
+            return value
+        values = [float(v) for v in value]
+        if len(values) not in (2, 4) or not all(math.isfinite(v) for v in values):
+            raise ValueError(f"focus must be (x, y) or (x, y, width, height). Received: focus={value!r}")
+        if len(values) == 4 and (values[2] < 0 or values[3] < 0):
+            raise ValueError(f"focus width and height must be >= 0. Received: focus={value!r}")
+        return cls(*values)
+
+
+FocusLike = Union[None, Focus, Sequence[float]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry
+# ----------------------------------------------------------------------------------------------
+
+def window_sizes(source_sizes, ratios, scales=(1.0,), exact_ratio_slack: float = 0.05) -> np.ndarray:
+    """Largest window of each ratio at each scale: int64 array (N, R, S, 2) of (width, height).
+
+    ``source_sizes`` (N, 2) of (W, H). At scale ``s`` the window is the largest of the ratio inside
+    ``floor(s*W) x floor(s*H)``: the exact ratio (a multiple of the reduced ratio) unless that loses
+    more than ``exact_ratio_slack`` of the area against the nearest-integer window that spans the
+    limiting side; always 1 <= width <= W and 1 <= height <= H.
+    """
+    sizes = np.asarray(source_sizes, dtype=np.int64).reshape(-1, 1, 1, 2)
+    r = np.asarray(ratios, dtype=np.int64).reshape(1, -1, 1, 2)
+    g = np.gcd(r[..., 0], r[..., 1])
+    a, b = r[..., 0] // g, r[..., 1] // g                                  # (1, R, 1)
+    s = np.asarray(scales, dtype=np.float64).reshape(1, 1, -1)
+    bw = np.maximum(1, np.floor(sizes[..., 0] * s + 1e-9).astype(np.int64))  # (N, 1, S)
+    bh = np.maximum(1, np.floor(sizes[..., 1] * s + 1e-9).astype(np.int64))
+    # Exact: k * (a, b) with the largest k that fits.
+    k = np.minimum(bw // a, bh // b)
+    ew, eh = k * a, k * b
+    # Rounded: the limiting side in full, the other side to the nearest pixel.
+    width_limited = bw * b <= bh * a
+    rw = np.where(width_limited, bw, np.clip((2 * bh * a + b) // (2 * b), 1, bw))
+    rh = np.where(width_limited, np.clip((2 * bw * b + a) // (2 * a), 1, bh), bh)
+    use_exact = (k >= 1) & (ew * eh >= (1.0 - exact_ratio_slack) * rw * rh)
+    return np.stack([np.where(use_exact, ew, rw), np.where(use_exact, eh, rh)], axis=-1)
+
+
+def _densities(log_density: np.ndarray) -> np.ndarray:
+    """(B, h, w) log-density -> (B, h, w) float64 density summing to 1 (uniform when unusable).
+
+    NaN counts as zero density; a map with no finite value or no mass becomes uniform.
+    """
+    p = np.array(log_density, dtype=np.float64)          # a copy, worked on in place
+    nan = np.isnan(p)
+    if nan.any():
+        p[nan] = -np.inf
+    peak = p.max(axis=(1, 2), keepdims=True)
+    usable = np.isfinite(peak)
+    p -= np.where(usable, peak, 0.0)
+    np.exp(p, out=p)
+    total = p.sum(axis=(1, 2), keepdims=True)
+    usable &= np.isfinite(total) & (total > 0)
+    p /= np.where(usable, total, 1.0)
+    if not usable.all():
+        p[~usable[:, 0, 0]] = 1.0 / (p.shape[1] * p.shape[2])
+    return p
+
+
+def _sat(values: np.ndarray) -> np.ndarray:
+    """Summed-area table with a zero first row and column: (B, h, w) -> (B, h + 1, w + 1)."""
+    out = np.zeros((values.shape[0], values.shape[1] + 1, values.shape[2] + 1), dtype=np.float64)
+    np.cumsum(np.cumsum(values, axis=1), axis=2, out=out[:, 1:, 1:])
+    return out
+
+
+class _Tables:
+    """The SATs of one batch and the source sizes, for reading box sums in source pixels.
+
+    The density is constant inside each map cell, so the SAT between grid points is exactly the
+    bilinear interpolation of its values at the grid points: that is how a box in source pixels is
+    read from a map-resolution table.
+    """
+
+    def __init__(self, density: np.ndarray, source_sizes: np.ndarray, moments: bool):
+        self.b, self.h, self.w = density.shape
+        self.width = source_sizes[:, 0].astype(np.float64)    # (B,)
+        self.height = source_sizes[:, 1].astype(np.float64)
+        self.mass = _sat(density).reshape(self.b, -1)
+        if moments:  # first moments, in map cells, for the centre of mass (composition prior)
+            cx = np.arange(self.w, dtype=np.float64) + 0.5
+            cy = np.arange(self.h, dtype=np.float64) + 0.5
+            self.mx = _sat(density * cx[None, None, :]).reshape(self.b, -1)
+            self.my = _sat(density * cy[None, :, None]).reshape(self.b, -1)
+
+    def _corner(self, table, x, y):
+        """SAT value at source point(s) (x, y): arrays shaped (B, ...)."""
+        shape = x.shape
+        u = (x.reshape(self.b, -1) * (self.w / self.width[:, None])).clip(0, self.w)
+        v = (y.reshape(self.b, -1) * (self.h / self.height[:, None])).clip(0, self.h)
+        j0 = np.minimum(np.floor(u).astype(np.int64), self.w - 1)
+        i0 = np.minimum(np.floor(v).astype(np.int64), self.h - 1)
+        fu, fv = u - j0, v - i0
+        stride = self.w + 1
+        base = i0 * stride + j0
+
+        def at(offset):
+            return np.take_along_axis(table, base + offset, axis=1)
+
+        top = at(0) * (1 - fu) + at(1) * fu
+        bottom = at(stride) * (1 - fu) + at(stride + 1) * fu
+        return (top * (1 - fv) + bottom * fv).reshape(shape)
+
+    def box(self, x0, y0, x1, y1, table=None):
+        """Sum over the source box [x0, x1) x [y0, y1) (float arrays shaped (B, ...))."""
+        t = self.mass if table is None else table
+        return (self._corner(t, x1, y1) - self._corner(t, x0, y1)
+                - self._corner(t, x1, y0) + self._corner(t, x0, y0))
+
+
+def _score(tables: _Tables, config: CropConfig, x, y, cw, ch, largest_area):
+    """(score, kept) of windows [x, x+cw) x [y, y+ch); arrays broadcastable to (B, ...)."""
+    x, y, cw, ch = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (x, y, cw, ch)))
+    x1, y1 = x + cw, y + ch
+    kept = tables.box(x, y, x1, y1)
+    score = kept.copy()
+    if config.area_weight > 0 and config.min_scale < 1.0:
+        score -= config.area_weight * (cw * ch) / largest_area
+    if config.border_weight > 0:
+        extra = (slice(None),) + (None,) * (x.ndim - 1)
+        bx = (config.border_band * tables.width)[extra]
+        by = (config.border_band * tables.height)[extra]
+        width, height = tables.width[extra], tables.height[extra]
+        cut = (np.where(x > 0, tables.box(x - bx, y, x + bx, y1), 0.0)
+               + np.where(x1 < width, tables.box(x1 - bx, y, x1 + bx, y1), 0.0)
+               + np.where(y > 0, tables.box(x, y - by, x1, y + by), 0.0)
+               + np.where(y1 < height, tables.box(x, y1 - by, x1, y1 + by), 0.0))
+        score -= config.border_weight * cut
+    if config.composition_weight > 0:
+        extra = (slice(None),) + (None,) * (x.ndim - 1)
+        sx = (tables.w / tables.width)[extra]
+        sy = (tables.h / tables.height)[extra]
+        safe = np.maximum(kept, 1e-12)
+        mx = tables.box(x, y, x1, y1, tables.mx) / safe / sx    # centre of mass, source pixels
+        my = tables.box(x, y, x1, y1, tables.my) / safe / sy
+        off = ((mx - (x + x1) / 2) / cw) ** 2 + ((my - (y + y1) / 2) / ch) ** 2
+        score -= config.composition_weight * off
+    return score, kept
+
+
+def _axis_positions(lo, hi, centre, count):
+    """Candidate offsets on one axis: ``count`` evenly spaced in [lo, hi], plus the centred one.
+
+    All arguments are int arrays of the same shape; returns (..., count + 1) int64.
+    """
+    t = np.linspace(0.0, 1.0, count)
+    grid = np.rint(lo[..., None] + t * (hi - lo)[..., None]).astype(np.int64)
+    return np.concatenate([grid, np.clip(centre, lo, hi)[..., None]], axis=-1)
+
+
+def _focus_bounds(focus: Sequence[Optional[Focus]], size, window):
+    """Allowed offset range [lo, hi] on one axis for each image's window (int64, shape of window).
+
+    ``size`` (B,) is the source side, ``window`` (B, R, S) the window side; ``focus`` gives per
+    image (start, length) on that axis or None.
+    """
+    size = size.reshape(-1, 1, 1)
+    lo = np.zeros_like(window)
+    hi = size - window
+    for i, f in enumerate(focus):     # per image, not per pixel or candidate
+        if f is None:
+            continue
+        start, length = f
+        side = int(size[i, 0, 0])
+        first = min(max(int(math.floor(start)), 0), side - 1)            # first pixel to keep
+        last = min(max(int(math.ceil(start + length)), first + 1), side)  # one past the last
+        fits = window[i] >= last - first
+        lo_i = np.where(fits, last - window[i], first)
+        hi_i = np.where(fits, first, last - window[i])
+        lo[i] = np.clip(lo_i, 0, hi[i])
+        hi[i] = np.clip(hi_i, lo[i], hi[i])
+    return lo, hi
+
+
+def _pick(score, x, y, cw, ch, width, height, tolerance):
+    """Index of the best candidate along the last axis; ties (within tolerance) go to the centre.
+
+    Returns (index, valid) where valid is False where every score is -inf.
+    """
+    best = score.max(axis=-1, keepdims=True)
+    valid = np.isfinite(best[..., 0])
+    eligible = score >= best - tolerance
+    dx = x + cw / 2.0 - width / 2.0
+    dy = y + ch / 2.0 - height / 2.0
+    distance = np.where(eligible, dx * dx + dy * dy, np.inf)
+    return np.argmin(distance, axis=-1), valid
+
+
+def _iou(ax, ay, aw, ah, bx, by, bw, bh):
+    ix = np.clip(np.minimum(ax + aw, bx + bw) - np.maximum(ax, bx), 0, None)
+    iy = np.clip(np.minimum(ay + ah, by + bh) - np.maximum(ay, by), 0, None)
+    inter = ix * iy
+    return inter / (aw * ah + bw * bh - inter)
+
+
+def choose_crops(log_density, source_sizes, config: CropConfig = CropConfig(), *,
+                 focus: Optional[Sequence[FocusLike]] = None) -> list[list[Crop]]:
+    """Chooses the crops of a batch: per image, ``Crop``s for every ratio (ranks 0.. after each other).
+
+    Args:
+      log_density: float (B, h, w) log-density at model resolution (one shape for the batch).
+      source_sizes: B pairs (width, height) of the sources after EXIF orientation.
+      config: the search's tunables (``CropConfig``).
+      focus: optional, per image None, ``(x, y)``, ``(x, y, width, height)`` or ``Focus`` in source
+        pixels: a region the crop must contain (a person's hint beats the model).
+
+    Returns:
+      One list per image, in ``config.aspect_ratios`` order and by rank within a ratio; each ratio
+      has rank 0, and up to ``config.candidates`` ranks.
+    """
+    log_density = np.asarray(log_density)
+    if log_density.ndim == 2:
+        log_density = log_density[None]
+    if log_density.ndim != 3 or log_density.shape[1] < 1 or log_density.shape[2] < 1:
+        raise ValueError(f"log_density must be (B, h, w). Received shape {log_density.shape}")
+    b = log_density.shape[0]
+    sizes = np.asarray(source_sizes, dtype=np.int64).reshape(-1, 2)
+    if sizes.shape[0] != b:
+        raise ValueError(f"{b} maps but {sizes.shape[0]} source sizes")
+    if (sizes < 1).any():
+        raise ValueError(f"source sizes must be positive. Received: {sizes.tolist()}")
+    focus = [None] * b if focus is None else [Focus.coerce(f) for f in focus]
+    if len(focus) != b:
+        raise ValueError(f"{b} maps but {len(focus)} focus entries")
+    if b == 0:
+        return []
+
+    ratios = config.aspect_ratios
+    n_ratio = len(ratios)
+    labels = [ratio_label(r) for r in ratios]
+    scales = config.scales
+    windows = window_sizes(sizes, ratios, scales, config.exact_ratio_slack)   # (B, R, S, 2)
+    cw, ch = windows[..., 0], windows[..., 1]
+    largest_area = (cw[..., :1] * ch[..., :1]).astype(np.float64)             # (B, R, 1)
+    width = sizes[:, 0].reshape(-1, 1, 1)
+    height = sizes[:, 1].reshape(-1, 1, 1)
+
+    tables = _Tables(_densities(log_density), sizes, moments=config.composition_weight > 0)
+
+    # Coarse grid: (B, R, S, Px, Py) -> (B, R, S*Px*Py).
+    lo_x, hi_x = _focus_bounds([None if f is None else (f.x, f.width) for f in focus], sizes[:, 0], cw)
+    lo_y, hi_y = _focus_bounds([None if f is None else (f.y, f.height) for f in focus], sizes[:, 1], ch)
+    px = _axis_positions(lo_x, hi_x, (width - cw) // 2, config.positions)    # (B, R, S, P)
+    py = _axis_positions(lo_y, hi_y, (height - ch) // 2, config.positions)
+    n = px.shape[-1]
+    gx = np.broadcast_to(px[..., :, None], px.shape + (n,)).reshape(b, n_ratio, -1)
+    gy = np.broadcast_to(py[..., None, :], py.shape[:-1] + (n, n)).reshape(b, n_ratio, -1)
+    gw = np.broadcast_to(cw[..., None, None], cw.shape + (n, n)).reshape(b, n_ratio, -1)
+    gh = np.broadcast_to(ch[..., None, None], ch.shape + (n, n)).reshape(b, n_ratio, -1)
+    scale_index = np.broadcast_to(np.arange(len(scales))[:, None, None], (len(scales), n, n)).reshape(-1)
+    score, _ = _score(tables, config, gx, gy, gw, gh, largest_area)
+    step_x = np.ceil((hi_x - lo_x) / (config.positions - 1)).astype(np.int64)  # (B, R, S)
+    step_y = np.ceil((hi_y - lo_y) / (config.positions - 1)).astype(np.int64)
+
+    out: list[list[list[Crop]]] = [[[] for _ in range(n_ratio)] for _ in range(b)]
+    taken: list[tuple[np.ndarray, ...]] = []
+    rows = np.arange(b)[:, None]
+    cols = np.arange(n_ratio)[None, :]
+    for rank in range(int(config.candidates)):
+        live = score.copy()
+        for tx, ty, tw, th, tvalid in taken:   # suppress windows overlapping better ranks
+            overlap = _iou(gx, gy, gw, gh, tx[..., None], ty[..., None], tw[..., None], th[..., None])
+            live = np.where(tvalid[..., None] & (overlap > config.candidate_overlap), -np.inf, live)
+        index, valid = _pick(live, gx, gy, gw, gh, width, height, config.tie_tolerance)
+        sel = (rows, cols, index)
+        s_i = scale_index[index]                                              # (B, R)
+        # Refinement to the pixel around the coarse winner, same window size.
+        bx, by = gx[sel], gy[sel]
+        wx, wy = gw[sel], gh[sel]
+        sx = step_x[rows, cols, s_i]
+        sy = step_y[rows, cols, s_i]
+        lx = np.maximum(bx - sx, lo_x[rows, cols, s_i])
+        hx = np.minimum(bx + sx, hi_x[rows, cols, s_i])
+        ly = np.maximum(by - sy, lo_y[rows, cols, s_i])
+        hy = np.minimum(by + sy, hi_y[rows, cols, s_i])
+        rx = _axis_positions(lx, hx, bx, config.positions)
+        ry = _axis_positions(ly, hy, by, config.positions)
+        m = rx.shape[-1]
+        fx = np.broadcast_to(rx[..., :, None], rx.shape + (m,)).reshape(b, n_ratio, -1)
+        fy = np.broadcast_to(ry[..., None, :], ry.shape[:-1] + (m, m)).reshape(b, n_ratio, -1)
+        fine_score, fine_kept = _score(tables, config, fx, fy, wx[..., None], wy[..., None],
+                                       largest_area)
+        for tx, ty, tw, th, tvalid in taken:
+            overlap = _iou(fx, fy, wx[..., None], wy[..., None],
+                           tx[..., None], ty[..., None], tw[..., None], th[..., None])
+            fine_score = np.where(tvalid[..., None] & (overlap > config.candidate_overlap),
+                                  -np.inf, fine_score)
+        # The coarse winner is in the fine grid (centre entry), so refinement never loses score.
+        f_index, _ = _pick(fine_score, fx, fy, wx[..., None], wy[..., None], width, height,
+                           config.tie_tolerance)
+        fsel = (rows, cols, f_index)
+        cx, cy = fx[fsel], fy[fsel]
+        kept, sc = fine_kept[fsel], fine_score[fsel]
+        taken.append((cx, cy, wx, wy, valid))
+        for i in range(b):
+            for r in range(n_ratio):
+                if valid[i, r]:
+                    out[i][r].append(Crop(
+                        aspect_ratio=labels[r], x=int(cx[i, r]), y=int(cy[i, r]),
+                        width=int(wx[i, r]), height=int(wy[i, r]),
+                        saliency_kept=float(np.clip(kept[i, r], 0.0, 1.0)), rank=rank,
+                        score=float(sc[i, r])))
+    # Refinement can reorder the later ranks by a hair: sort them, keeping rank 0 the window that
+    # candidates=1 gives (asking for more candidates never changes the main crop).
+    result = []
+    for image in out:
+        crops = []
+        for per_ratio in image:
+            later = sorted(per_ratio[1:], key=lambda c: -c.score)
+            crops += per_ratio[:1] + [dataclasses.replace(c, rank=i + 1) for i, c in enumerate(later)]
+        result.append(crops)
+    return result
+
+
+def focal_point(log_density, source_size) -> tuple[int, int]:
+    """The saliency peak of one (h, w) log-density map, in source pixels ``(x, y)``.
+
+    The centre of the peak's map cell, scaled to the source ``(width, height)``; ties go to the
+    first cell in reading order.
+    """
+    ld = np.asarray(log_density, dtype=np.float64)
+    if ld.ndim != 2:
+        raise ValueError(f"log_density must be (h, w). Received shape {ld.shape}")
+    width, height = int(source_size[0]), int(source_size[1])
+    h, w = ld.shape
+    ld = np.where(np.isnan(ld), -np.inf, ld)
+    i, j = np.unravel_index(int(np.argmax(ld)), ld.shape)
+    x = min(width - 1, int((j + 0.5) * width / w))
+    y = min(height - 1, int((i + 0.5) * height / h))
+    return x, y

@@ -1,0 +1,329 @@
+"""Decode stage: source bytes to the model's input pixels and the source's geometry.
+
+Elements carry the compressed source bytes through the pipeline, never full-resolution pixels, so a
+worker's memory holds at most a batch of model inputs. This module has two decoders over the same
+normalisation steps:
+
+* `decode_for_model` makes the model input. For a JPEG much larger than the model input it asks libjpeg
+  for a 1/2, 1/4 or 1/8 scale decode (`cv2.IMREAD_REDUCED_COLOR_*`: the inverse DCT runs at the smaller
+  size, several times faster than a full decode and much less memory), then resizes to the exact model
+  input size with area averaging.
+* `decode_full` gives the full-resolution source; the writer calls it to cut the crops.
+
+Both apply the same steps, in this order, so the model input and the crops see the same picture:
+
+1. `read_header`: Pillow's lazy `Image.open` reads only the header (format, size, mode, EXIF
+   orientation). Pillow is used for nothing else here but formats OpenCV cannot read (see step 3).
+2. `check_size`: the decompression-bomb guard, `--max_megapixels`, from the header, before any pixel is
+   decoded. It replaces Pillow's own guard (`Image.MAX_IMAGE_PIXELS`, lifted when this module is
+   imported) so that the one limit a user sets is the one that applies.
+3. OpenCV decodes with `IMREAD_IGNORE_ORIENTATION` (we apply the EXIF orientation ourselves, from the
+   same header that gave the geometry). OpenCV reads JPEG (CMYK included), PNG (palette, 1-bit, 16-bit,
+   alpha), WebP, TIFF, BMP, PNM and the first frame of a GIF. Other formats Pillow recognises (ICO, TGA,
+   PCX, ...) are decoded with Pillow instead, first frame only.
+4. `to_rgb8`: grayscale to RGB, 16-bit to 8-bit (rounded, x/257), float to 8-bit (0..1 clipped), alpha
+   composited on white, BGR to RGB.
+5. `apply_orientation`: EXIF orientation 2-8 (flips, rotations, transposes), as Pillow's
+   `ImageOps.exif_transpose` would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import time
+from collections.abc import Callable
+
+import apache_beam as beam
+import cv2
+import numpy as np
+from PIL import Image
+
+from transforms.records import DecodedImage, SourceFile, dead_letter_rows
+
+# Our own --max_megapixels guard (check_size) runs on every header before decoding; Pillow's guard would
+# refuse images between its limit (179 MP) and the user's before ours could say why.
+Image.MAX_IMAGE_PIXELS = None
+
+# Default of --max_megapixels. The biggest valid fixture is a 100-megapixel JPEG; 200 MP of RGB is 600 MB
+# when the writer decodes it at full resolution, which a worker with a few GB per core can afford.
+DEFAULT_MAX_MEGAPIXELS = 200.0
+
+# Pillow format names of the formats OpenCV decodes itself; anything else Pillow identifies is decoded
+# by Pillow (first frame).
+OPENCV_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "TIFF", "BMP", "DIB", "GIF", "PPM", "JPEG2000"})
+
+# A reduced-resolution JPEG decode is used only when the reduced image is still at least this many
+# times the model input on each side, so the final area resize always averages real pixels.
+_MIN_OVERSAMPLING = 1.0
+
+_REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                  8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+class DecodeError(ValueError):
+    """Base class of the reasons a file is refused by the decode stage."""
+
+
+class NotAnImageError(DecodeError):
+    """No known image format recognised in the file's first bytes (empty file, text, broken header)."""
+
+
+class ImageTooLargeError(DecodeError):
+    """The header declares more pixels than --max_megapixels allows (decompression-bomb guard)."""
+
+
+class CorruptImageError(DecodeError):
+    """The header is readable but the pixel data is not (truncated or damaged file)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageHeader:
+    """What the header says, before any pixel is decoded.
+
+    `width`/`height` are the stored size; `oriented_size` is the size after EXIF orientation, the
+    coordinate system of every crop and metadata row.
+    """
+    format: str
+    mode: str
+    width: int
+    height: int
+    orientation: int = 1
+
+    @property
+    def oriented_size(self) -> tuple[int, int]:
+        """(width, height) after the EXIF orientation is applied: 5-8 swap the axes."""
+        if self.orientation in (5, 6, 7, 8):
+            return self.height, self.width
+        return self.width, self.height
+
+    @property
+    def megapixels(self) -> float:
+        return self.width * self.height / 1e6
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInput:
+    """The decode stage's result for one source: the model input and the source's geometry."""
+    pixels: np.ndarray  # uint8 RGB (h, w, 3) at the model's input size
+    source_width: int  # after EXIF orientation
+    source_height: int
+    sha256: str
+    reduction: int  # 1, 2, 4 or 8: the JPEG reduced-decode factor used (1 = full decode)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_header(data: bytes) -> ImageHeader:
+    """Format, stored size, mode and EXIF orientation from the header alone (no pixel is decoded)."""
+    if not data:
+        raise NotAnImageError("empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            orientation = _orientation(image)
+            return ImageHeader(format=image.format or "unknown", mode=image.mode, width=image.width,
+                               height=image.height, orientation=orientation)
+    except Image.UnidentifiedImageError as exc:
+        raise NotAnImageError(f"not a recognised image format ({len(data)} bytes)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise CorruptImageError(f"unreadable image header: {exc}") from exc
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block must not fail the image: treat it as upright
+        return 1
+    return int(value) if value in range(1, 9) else 1
+
+
+def check_size(header: ImageHeader, max_megapixels: float) -> None:
+    """Refuse a header that declares more than `max_megapixels` (or a zero-sized image)."""
+    if header.width <= 0 or header.height <= 0:
+        raise CorruptImageError(f"header declares an empty image {header.width}x{header.height}")
+    if max_megapixels and header.megapixels > max_megapixels:
+        raise ImageTooLargeError(
+            f"{header.format} header declares {header.width}x{header.height} = "
+            f"{header.megapixels:.1f} megapixels, over --max_megapixels={max_megapixels:g}")
+
+
+def reduction_factor(stored_size: tuple[int, int], target_size: tuple[int, int]) -> int:
+    """Largest JPEG scale-down factor (1, 2, 4, 8) whose result still covers the target on both axes.
+
+    Sizes are (width, height) in the same (stored) orientation. libjpeg rounds scaled sizes up.
+    """
+    width, height = stored_size
+    target_w, target_h = target_size
+    best = 1
+    for factor in (2, 4, 8):
+        if (-(-width // factor) >= target_w * _MIN_OVERSAMPLING
+                and -(-height // factor) >= target_h * _MIN_OVERSAMPLING):
+            best = factor
+    return best
+
+
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """Any OpenCV decode (gray, BGR, BGRA, gray+alpha; 8/16-bit or float) to uint8 RGB, alpha on white."""
+    if image.dtype == np.uint16:
+        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif image.dtype.kind == "f":
+        image = np.round(np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise CorruptImageError(f"unsupported pixel type {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    channels = image.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if channels == 2:  # gray + alpha
+        color = cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2RGB)
+        return _on_white(color, image[:, :, 1])
+    if channels == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if channels == 4:
+        return _on_white(cv2.cvtColor(image, cv2.COLOR_BGRA2RGB), image[:, :, 3])
+    raise CorruptImageError(f"unsupported channel count {channels}")
+
+
+def _on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Composite over white: out = a * rgb + (1 - a) * 255, rounded (integer arithmetic)."""
+    a = alpha.astype(np.uint16)[:, :, None]
+    return ((rgb.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply EXIF orientation (1-8) to an (h, w, ...) array, as Pillow's ImageOps.exif_transpose."""
+    if orientation == 2:
+        image = image[:, ::-1]
+    elif orientation == 3:
+        image = image[::-1, ::-1]
+    elif orientation == 4:
+        image = image[::-1, :]
+    elif orientation == 5:
+        image = image.swapaxes(0, 1)
+    elif orientation == 6:
+        image = image.swapaxes(0, 1)[:, ::-1]
+    elif orientation == 7:
+        image = image.swapaxes(0, 1)[::-1, ::-1]
+    elif orientation == 8:
+        image = image.swapaxes(0, 1)[::-1, :]
+    return np.ascontiguousarray(image)
+
+
+def _decode_pixels(data: bytes, header: ImageHeader, reduction: int = 1) -> np.ndarray:
+    """Decode to uint8 RGB, EXIF orientation applied; `reduction` > 1 only for JPEG."""
+    if header.format not in OPENCV_FORMATS:
+        return apply_orientation(_decode_with_pillow(data), header.orientation)
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if reduction > 1:
+        flags = _REDUCED_FLAGS[reduction] | cv2.IMREAD_IGNORE_ORIENTATION
+    else:
+        flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION
+    try:
+        image = cv2.imdecode(buffer, flags)
+    except cv2.error as exc:
+        raise CorruptImageError(f"OpenCV could not decode this {header.format}: {exc}") from exc
+    if image is None or image.size == 0:
+        raise CorruptImageError(
+            f"OpenCV could not decode this {header.format} ({header.width}x{header.height} declared, "
+            f"{len(data)} bytes): truncated or damaged pixel data")
+    return apply_orientation(to_rgb8(image), header.orientation)
+
+
+def _decode_with_pillow(data: bytes) -> np.ndarray:
+    """First frame of a format OpenCV has no reader for, as uint8 RGB (alpha on white)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.seek(0)
+            has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+            image = image.convert("RGBA" if has_alpha else "RGB")
+            array = np.asarray(image)
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise CorruptImageError(f"Pillow could not decode this image: {exc}") from exc
+    if array.shape[2] == 4:
+        return _on_white(array[:, :, :3], array[:, :, 3])
+    return array
+
+
+def decode_full(data: bytes, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
+    """The full-resolution source as uint8 RGB (h, w, 3), EXIF orientation applied."""
+    header = read_header(data)
+    check_size(header, max_megapixels)
+    return _decode_pixels(data, header)
+
+
+def decode_for_model(data: bytes, *, input_size: Callable[[int, int], tuple[int, int]],
+                     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> ModelInput:
+    """The model input (uint8 RGB at `input_size(height, width)` of the oriented source) and geometry.
+
+    `input_size` is the model's `input_size(height, width) -> (h, w)`.
+    """
+    header = read_header(data)
+    check_size(header, max_megapixels)
+    width, height = header.oriented_size
+    target_h, target_w = input_size(height, width)
+    reduction = 1
+    if header.format == "JPEG":
+        # The target in the stored orientation, to compare with the stored size.
+        stored_target = (target_h, target_w) if header.orientation in (5, 6, 7, 8) else (target_w, target_h)
+        reduction = reduction_factor((header.width, header.height), stored_target)
+    pixels = _decode_pixels(data, header, reduction)
+    pixels = resize_to(pixels, (target_w, target_h))
+    return ModelInput(pixels=pixels, source_width=width, source_height=height, sha256=sha256_hex(data),
+                      reduction=reduction)
+
+
+def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to (width, height): area averaging when shrinking, bilinear when enlarging."""
+    width, height = size
+    if image.shape[1] == width and image.shape[0] == height:
+        return image
+    shrinking = width <= image.shape[1] and height <= image.shape[0]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Beam stage
+# ---------------------------------------------------------------------------------------------------
+
+
+class _DecodeFn(beam.DoFn):
+    """SourceFile to DecodedImage (model input at the model's size, geometry, sha256)."""
+
+    def __init__(self, input_size: Callable[[int, int], tuple[int, int]], max_megapixels: float):
+        self._input_size = input_size
+        self._max_megapixels = max_megapixels
+        self._reduced = beam.metrics.Metrics.counter("gazecrop", "reduced_jpeg_decodes")
+        self._time = beam.metrics.Metrics.distribution("gazecrop", "decode_us")
+
+    def process(self, source: SourceFile):
+        start = time.perf_counter()
+        decoded = decode_for_model(source.data, input_size=self._input_size,
+                                   max_megapixels=self._max_megapixels)
+        self._time.update(int((time.perf_counter() - start) * 1e6))
+        if decoded.reduction > 1:
+            self._reduced.inc()
+        yield DecodedImage(uri=source.uri, relpath=source.relpath, data=source.data, sha256=decoded.sha256,
+                           source_width=decoded.source_width, source_height=decoded.source_height,
+                           pixels=decoded.pixels)
+
+
+class DecodeImages(beam.PTransform):
+    """Decode every source for the model. Returns `(decoded_images, error_rows)`.
+
+    `input_size` is the model's `input_size(height, width)` (a `ModelInfo` method: picklable, no weights).
+    """
+
+    def __init__(self, *, input_size: Callable[[int, int], tuple[int, int]],
+                 max_megapixels: float = DEFAULT_MAX_MEGAPIXELS):
+        super().__init__()
+        self._input_size = input_size
+        self._max_megapixels = max_megapixels
+
+    def expand(self, sources):
+        decoded, failed = sources | "Decode" >> beam.ParDo(
+            _DecodeFn(self._input_size, self._max_megapixels)).with_exception_handling()
+        return decoded, failed | "ErrorRows" >> beam.FlatMap(dead_letter_rows, stage="decode")

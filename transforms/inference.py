@@ -1,0 +1,136 @@
+"""Inference stage: RunInference with a DeepGaze ModelHandler, batched by input shape.
+
+**Batching by shape.** The model keeps each image's aspect ratio: its input has a fixed short side and a
+long side rounded to a multiple of 16 (`SaliencyModel.input_size`), so a catalog of photos has only a
+handful of input shapes (3:2, 4:3, 1:1, 16:9 ... each in landscape and portrait). Beam's
+`BatchElements` makes batches of up to `--batch_size` images regardless of shape; `run_inference` groups
+a batch's images by shape and makes one model call per shape group, so nothing is padded or distorted.
+Tensorflow retraces the model once per new shape (a few shapes, each traced once per worker).
+
+**One model per worker.** `share_model_across_processes()` is True: Beam loads the model once per
+worker machine and every SDK process of that machine calls it through a proxy
+(`apache_beam.utils.multi_process_shared`), so a machine with N processes holds one copy of the weights
+(one GPU memory footprint where a GPU is present: TensorFlow places the model there itself).
+Through that proxy only the model's methods are reachable (`predict`), never its attributes; what the
+pipeline needs to know about the model (version, short side) comes from `ModelInfo`, read once when the
+pipeline is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler, RunInference
+
+from transforms.records import DecodedImage, SaliencyImage, dead_letter_rows
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What the pipeline needs to know about a model without holding it: picklable, a few bytes.
+
+    `spec` is what `model.load_model` takes ("default", "tiny" or a weights path).
+    """
+    spec: str
+    version: str
+    short_side: int
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """The model's input (h, w) for a source of (height, width); the model's own rule."""
+        from model.loading import SaliencyModel
+        return SaliencyModel.input_size(self, height, width)
+
+
+@functools.lru_cache(maxsize=2)
+def load_cached(spec: str) -> Any:
+    """`model.load_model(spec)`, once per process: where the pipeline is built and where it runs are
+    the same process (the DirectRunner in-process), the model describe_model loaded is reused."""
+    from model import load_model
+    return load_model(spec)
+
+
+def describe_model(spec: str) -> ModelInfo:
+    """Load the model once (where the pipeline is built) and keep what the stages need to know."""
+    loaded = load_cached(str(spec))
+    return ModelInfo(spec=str(spec), version=loaded.version, short_side=int(loaded.short_side))
+
+
+InferenceFn = Callable[[Any, Sequence[DecodedImage], str], Iterable[SaliencyImage]]
+
+
+def group_by_shape_of(arrays: Sequence[np.ndarray]) -> dict[tuple, list[int]]:
+    """Indices of `arrays` grouped by shape, in first-seen order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, array in enumerate(arrays):
+        groups.setdefault(array.shape, []).append(i)
+    return groups
+
+
+def predict_by_shape(model: Any, images: Sequence[DecodedImage], model_version: str) -> list[SaliencyImage]:
+    """Default inference function: one `model.predict` call per input shape; results in input order."""
+    results: list[SaliencyImage | None] = [None] * len(images)
+    for indices in group_by_shape_of([image.pixels for image in images]).values():
+        batch = np.stack([images[i].pixels for i in indices]).astype(np.float32)
+        log_density = np.asarray(model.predict(batch), dtype=np.float32)
+        for row, i in enumerate(indices):
+            image = images[i]
+            results[i] = SaliencyImage(
+                uri=image.uri, relpath=image.relpath, data=image.data, sha256=image.sha256,
+                source_width=image.source_width, source_height=image.source_height,
+                log_density=log_density[row], model_version=model_version)
+    return results
+
+
+class DeepGazeModelHandler(ModelHandler[DecodedImage, SaliencyImage, Any]):
+    """ModelHandler for gazecrop's DeepGaze model (`model.load_model`).
+
+    Args:
+      model_info: the model to load (`ModelInfo.spec`) and its version, written into every result.
+      inference_fn: `(model, images, model_version) -> results`; replaceable (tests, other devices).
+      min_batch_size, max_batch_size: bounds for Beam's BatchElements.
+      max_batch_duration_secs: flush a partial batch after this long (streaming only).
+    """
+
+    def __init__(self, model_info: ModelInfo, *, inference_fn: InferenceFn = predict_by_shape,
+                 min_batch_size: int = 1, max_batch_size: int = 16,
+                 max_batch_duration_secs: int | None = None):
+        super().__init__()
+        self._model_info = model_info
+        self._inference_fn = inference_fn
+        self._batching = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
+        if max_batch_duration_secs is not None:
+            self._batching["max_batch_duration_secs"] = max_batch_duration_secs
+
+    def load_model(self) -> Any:
+        return load_cached(self._model_info.spec)
+
+    def run_inference(self, batch: Sequence[DecodedImage], model: Any,
+                      inference_args: dict[str, Any] | None = None) -> Iterable[SaliencyImage]:
+        return self._inference_fn(model, batch, self._model_info.version)
+
+    def get_metrics_namespace(self) -> str:
+        return "gazecrop_inference"
+
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        return dict(self._batching)
+
+    def share_model_across_processes(self) -> bool:
+        return True
+
+
+class PredictSaliency(beam.PTransform):
+    """RunInference over decoded images. Returns `(saliency_images, error_rows)`."""
+
+    def __init__(self, handler: DeepGazeModelHandler):
+        super().__init__()
+        self._handler = handler
+
+    def expand(self, images):
+        predicted, failed = images | "RunInference" >> RunInference(self._handler).with_exception_handling()
+        errors = failed.failed_inferences | "ErrorRows" >> beam.FlatMap(dead_letter_rows, stage="inference")
+        return predicted, errors

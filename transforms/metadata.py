@@ -1,0 +1,79 @@
+"""Metadata stage: the metadata and errors tables, as Parquet, with explicit schemas.
+
+* `ROOT/metadata/metadata-00000-of-00001.parquet`: one row per image x aspect ratio (`METADATA_SCHEMA`).
+* `ROOT/errors/errors-00000-of-00001.parquet`: one row per image that failed (`ERRORS_SCHEMA`).
+
+Each table is one file with a fixed name, so a rerun replaces it rather than leaving shards of an older
+run beside it; a run with no failures still writes a readable errors file with zero rows. Row order
+within a file is not meaningful. `processed_at` is the only column that changes between reruns.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.parquetio import WriteToParquet
+
+from transforms.write import join
+
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+METADATA_SCHEMA = pa.schema([
+    pa.field("source_uri", pa.string(), nullable=False),
+    pa.field("source_sha256", pa.string(), nullable=False),
+    pa.field("source_width", pa.int32(), nullable=False),  # after EXIF orientation
+    pa.field("source_height", pa.int32(), nullable=False),
+    pa.field("aspect_ratio", pa.string(), nullable=False),  # "16:9"
+    pa.field("crop_x", pa.int32(), nullable=False),  # source pixels after EXIF orientation
+    pa.field("crop_y", pa.int32(), nullable=False),
+    pa.field("crop_width", pa.int32(), nullable=False),
+    pa.field("crop_height", pa.int32(), nullable=False),
+    pa.field("focal_x", pa.int32(), nullable=False),  # saliency peak, source pixels
+    pa.field("focal_y", pa.int32(), nullable=False),
+    pa.field("saliency_kept", pa.float64(), nullable=False),  # share of the density inside the crop
+    pa.field("output_uri", pa.string(), nullable=False),
+    pa.field("output_width", pa.int32(), nullable=False),
+    pa.field("output_height", pa.int32(), nullable=False),
+    pa.field("model_version", pa.string(), nullable=False),
+    pa.field("processed_at", _TIMESTAMP, nullable=False),
+])
+
+ERRORS_SCHEMA = pa.schema([
+    pa.field("source_uri", pa.string(), nullable=False),
+    pa.field("stage", pa.string(), nullable=False),  # read, decode, inference, crop, write
+    pa.field("error_type", pa.string(), nullable=False),  # exception class, e.g. ImageTooLargeError
+    pa.field("message", pa.string(), nullable=False),
+    pa.field("processed_at", _TIMESTAMP, nullable=False),
+])
+
+
+def table_prefix(root: str, name: str) -> str:
+    return join(root, name, name)
+
+
+def table_path(root: str, name: str) -> str:
+    """The one Parquet file of table `name` ("metadata" or "errors") under ROOT."""
+    return table_prefix(root, name) + "-00000-of-00001.parquet"
+
+
+def read_table(root: str, name: str, columns: list[str] | None = None) -> pa.Table:
+    """Read a table back through Beam's FileSystems (local, gs://, s3://)."""
+    with FileSystems.open(table_path(root, name)) as f:
+        return pq.read_table(pa.BufferReader(f.read()), columns=columns)
+
+
+class WriteTable(beam.PTransform):
+    """Write rows (dicts) as the single Parquet file of table `name` under ROOT."""
+
+    def __init__(self, *, root: str, name: str, schema: pa.Schema):
+        super().__init__()
+        self._root = root
+        self._name = name
+        self._schema = schema
+
+    def expand(self, rows):
+        return rows | "WriteToParquet" >> WriteToParquet(
+            table_prefix(self._root, self._name), self._schema, file_name_suffix=".parquet", num_shards=1,
+            shard_name_template="-SSSSS-of-NNNNN")

@@ -1,0 +1,110 @@
+"""The elements that travel between stages, and the error rows every stage's failures become.
+
+Each record keeps `uri` so that a failure at any stage can name its source, and `data` (the compressed
+source bytes) so that the writer can cut the crops from the full-resolution source without holding
+pixels between stages.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, NamedTuple
+
+import numpy as np
+
+
+class SourceFile(NamedTuple):
+    """Read stage output: one matched file and its bytes."""
+    uri: str
+    relpath: str  # path relative to its input root; names the outputs
+    data: bytes
+
+
+class DecodedImage(NamedTuple):
+    """Decode stage output: model input pixels plus what the later stages need about the source."""
+    uri: str
+    relpath: str
+    data: bytes
+    sha256: str
+    source_width: int  # after EXIF orientation
+    source_height: int
+    pixels: np.ndarray  # uint8 RGB (h, w, 3) at the model's input size
+
+
+class SaliencyImage(NamedTuple):
+    """Inference stage output: the source and its predicted log-density at model resolution."""
+    uri: str
+    relpath: str
+    data: bytes
+    sha256: str
+    source_width: int
+    source_height: int
+    log_density: np.ndarray  # float32 (h, w), logsumexp == 0
+    model_version: str
+
+
+class CroppedImage(NamedTuple):
+    """Crop stage output: the source, its saliency, its crops (one per ratio) and focal point."""
+    image: SaliencyImage
+    crops: tuple  # of transforms.crop.Crop, rank 0 only, in --aspect_ratios order
+    focal_x: int
+    focal_y: int
+
+
+def now_utc() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def source_uri_of(element: Any) -> str:
+    """The source URI of any stage's input element (record, ReadableFile, FileMetadata or pattern)."""
+    if isinstance(element, CroppedImage):
+        return element.image.uri
+    uri = getattr(element, "uri", None)
+    if isinstance(uri, str):
+        return uri
+    metadata = getattr(element, "metadata", None)  # fileio.ReadableFile
+    if metadata is not None:
+        return metadata.path
+    path = getattr(element, "path", None)  # FileMetadata
+    if isinstance(path, str):
+        return path
+    return str(element)
+
+
+def error_row(source_uri: str, stage: str, error_type: str, message: str,
+              processed_at: datetime.datetime | None = None) -> dict:
+    """One row of the errors table."""
+    return {
+        "source_uri": source_uri,
+        "stage": stage,
+        "error_type": error_type,
+        "message": message[:2000],
+        "processed_at": processed_at or now_utc(),
+    }
+
+
+def dead_letter_rows(dead_letter: tuple, *, stage: str) -> list[dict]:
+    """Error rows for one dead letter of `with_exception_handling()`.
+
+    A dead letter is `(element, (exception type, repr, formatted traceback))`; for a stage that works
+    on batches (RunInference, crop selection) the element is a list of records, and every record of the
+    failed batch gets its own row, so each input still ends as exactly one error row.
+    """
+    element, (exc_type, exc_repr, traceback_lines) = dead_letter
+    error_type = getattr(exc_type, "__name__", str(exc_type))
+    message = _message(error_type, exc_repr, traceback_lines)
+    elements = element if isinstance(element, list) else [element]
+    processed_at = now_utc()
+    return [error_row(source_uri_of(e), stage, error_type, message, processed_at) for e in elements]
+
+
+def _message(error_type: str, exc_repr: str, traceback_lines) -> str:
+    """The exception's own message: the traceback's last line without its `Type: ` prefix."""
+    if traceback_lines:
+        last = "".join(traceback_lines).rstrip().splitlines()[-1]
+        prefix = error_type + ":"
+        if prefix in last:
+            return last.split(prefix, 1)[1].strip()
+        if last.strip() == error_type:
+            return error_type
+    return str(exc_repr)

@@ -1,0 +1,214 @@
+"""Write stage: cut each crop from the full-resolution source, encode it, write it, describe it.
+
+Layout under the output root ROOT (any Beam filesystem: local, gs://, s3://):
+
+* `ROOT/crops/<ratio_dirname>/<relpath>.<ext>`: one file per image and ratio, `<relpath>` being the
+  source's path relative to its input root, file name and extension included (`kodak/kodim01.png` ->
+  `crops/16x9/kodak/kodim01.png.jpg`), so two sources never share an output.
+* `ROOT/saliency/<relpath>.npy` (with `--save_saliency`): the float32 log-density at model resolution.
+
+Every file is written to a temporary name beside its final path and renamed into place, so no reader
+ever sees a truncated file at a final path. Encoding is deterministic (fixed encoder parameters, no
+timestamps or EXIF), so a rerun over the same input and model rewrites the same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+import uuid
+
+import apache_beam as beam
+import cv2
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.crop import Crop, ratio_dirname, parse_aspect_ratios
+from transforms.decode import DEFAULT_MAX_MEGAPIXELS, decode_full, read_header, resize_to
+from transforms.records import CroppedImage, dead_letter_rows, now_utc
+
+OUTPUT_FORMATS = ("jpeg", "png", "webp", "source")
+
+# File extension of each encoder; "source" keeps JPEG, PNG and WebP sources in their format and writes
+# every other source format (GIF, TIFF, BMP, ...) as PNG.
+_EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
+_SOURCE_FORMATS = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp"}
+
+# PNG zlib level: 6 is zlib's default trade-off; fixed so the bytes are reproducible.
+_PNG_COMPRESSION = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputConfig:
+    """How crops are written (the --output_format, --jpeg_quality, --max_output_side, --save_saliency
+    options).
+
+    Attributes:
+      root: output root ROOT (a local path or a filesystem URI).
+      output_format: "jpeg", "png", "webp" or "source" (the source's format where it is JPEG, PNG or
+        WebP, PNG otherwise).
+      jpeg_quality: 1-100, for JPEG and (lossy) WebP outputs.
+      max_output_side: downscale a crop so its longer side is at most this many pixels (0: never);
+        crops are never upscaled.
+      save_saliency: also write each image's log-density map (`ROOT/saliency/<relpath>.npy`).
+      max_megapixels: the decompression-bomb guard, applied again to the full-resolution decode.
+    """
+    root: str
+    output_format: str = "jpeg"
+    jpeg_quality: int = 90
+    max_output_side: int = 0
+    save_saliency: bool = False
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+
+    def __post_init__(self):
+        if self.output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}. "
+                             f"Received: output_format={self.output_format!r}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100. Received: jpeg_quality={self.jpeg_quality}")
+        if self.max_output_side < 0:
+            raise ValueError(f"max_output_side must be >= 0. Received: max_output_side={self.max_output_side}")
+
+
+def join(root: str, *parts: str) -> str:
+    """`root/part/...` for any filesystem (FileSystems.join keeps the scheme)."""
+    return FileSystems.join(root.rstrip("/"), *parts)
+
+
+def crop_uri(root: str, ratio_dir: str, relpath: str, extension: str) -> str:
+    return join(root, "crops", ratio_dir, f"{relpath}.{extension}")
+
+
+def saliency_uri(root: str, relpath: str) -> str:
+    return join(root, "saliency", f"{relpath}.npy")
+
+
+def relpath_of_output(root: str, output_uri: str) -> str:
+    """The source's relpath from one of its crops' `output_uri` (to find `ROOT/saliency/<relpath>.npy`)."""
+    prefix = join(root, "crops") + "/"
+    if not output_uri.startswith(prefix):
+        raise ValueError(f"{output_uri} is not under {prefix}")
+    tail = output_uri[len(prefix):].split("/", 1)[1]  # drop the ratio folder
+    return tail.rsplit(".", 1)[0]
+
+
+def output_encoding(config: OutputConfig, source_format: str) -> str:
+    """The encoder ("jpeg", "png" or "webp") for a source of `source_format` (a Pillow format name)."""
+    if config.output_format == "source":
+        return _SOURCE_FORMATS.get(source_format, "png")
+    return config.output_format
+
+
+def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Crop size after the --max_output_side downscale (never upscaled)."""
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def encode(rgb: np.ndarray, encoding: str, quality: int) -> bytes:
+    """Deterministic encoding of uint8 RGB pixels (no metadata)."""
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if encoding == "jpeg":
+        ok, buffer = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    elif encoding == "png":
+        ok, buffer = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, _PNG_COMPRESSION])
+    elif encoding == "webp":
+        ok, buffer = cv2.imencode(".webp", bgr, [cv2.IMWRITE_WEBP_QUALITY, quality])
+    else:
+        raise ValueError(f"unknown encoding {encoding!r}")
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {rgb.shape[1]}x{rgb.shape[0]} {encoding}")
+    return buffer.tobytes()
+
+
+def write_atomically(uri: str, data: bytes) -> None:
+    """Write to a temporary name beside `uri`, then rename it into place (replacing an older file:
+    `os.rename` locally, copy-then-delete on gs:// and s3://)."""
+    temporary = f"{uri}.{uuid.uuid4().hex}.tmp"
+    with FileSystems.create(temporary) as f:
+        f.write(data)
+    try:
+        FileSystems.rename([temporary], [uri])
+    except Exception:
+        FileSystems.delete([temporary])
+        raise
+
+
+def cut(pixels: np.ndarray, crop: Crop, max_side: int) -> np.ndarray:
+    """The crop's pixels, downscaled to --max_output_side if needed."""
+    if crop.x < 0 or crop.y < 0 or crop.x + crop.width > pixels.shape[1] or crop.y + crop.height > pixels.shape[0]:
+        raise ValueError(f"crop {crop} is outside the {pixels.shape[1]}x{pixels.shape[0]} source")
+    region = pixels[crop.y:crop.y + crop.height, crop.x:crop.x + crop.width]
+    return resize_to(region, output_size(crop.width, crop.height, max_side))
+
+
+def write_crops(item: CroppedImage, config: OutputConfig) -> list[dict]:
+    """Write one image's crops (and saliency map); return its metadata rows, one per ratio."""
+    image = item.image
+    source_format = read_header(image.data).format
+    pixels = decode_full(image.data, max_megapixels=config.max_megapixels)
+    if (pixels.shape[1], pixels.shape[0]) != (image.source_width, image.source_height):
+        raise ValueError(f"full decode is {pixels.shape[1]}x{pixels.shape[0]}, the header said "
+                         f"{image.source_width}x{image.source_height}")
+    encoding = output_encoding(config, source_format)
+    extension = _EXTENSIONS[encoding]
+    rows = []
+    processed_at = now_utc()
+    for crop in item.crops:
+        ratio = parse_aspect_ratios(crop.aspect_ratio)[0]
+        out = cut(pixels, crop, config.max_output_side)
+        uri = crop_uri(config.root, ratio_dirname(ratio), image.relpath, extension)
+        write_atomically(uri, encode(out, encoding, config.jpeg_quality))
+        rows.append({
+            "source_uri": image.uri,
+            "source_sha256": image.sha256,
+            "source_width": image.source_width,
+            "source_height": image.source_height,
+            "aspect_ratio": crop.aspect_ratio,
+            "crop_x": crop.x,
+            "crop_y": crop.y,
+            "crop_width": crop.width,
+            "crop_height": crop.height,
+            "focal_x": item.focal_x,
+            "focal_y": item.focal_y,
+            "saliency_kept": float(crop.saliency_kept),
+            "output_uri": uri,
+            "output_width": out.shape[1],
+            "output_height": out.shape[0],
+            "model_version": image.model_version,
+            "processed_at": processed_at,
+        })
+    if config.save_saliency:
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(image.log_density, dtype=np.float32), allow_pickle=False)
+        write_atomically(saliency_uri(config.root, image.relpath), buffer.getvalue())
+    return rows
+
+
+class _WriteCropsFn(beam.DoFn):
+    def __init__(self, config: OutputConfig):
+        self._config = config
+        self._cropped = beam.metrics.Metrics.counter("gazecrop", "images_cropped")
+        self._time = beam.metrics.Metrics.distribution("gazecrop", "write_us")
+
+    def process(self, item: CroppedImage):
+        start = time.perf_counter()
+        rows = write_crops(item, self._config)
+        self._cropped.inc()
+        self._time.update(int((time.perf_counter() - start) * 1e6))
+        yield from rows
+
+
+class WriteCrops(beam.PTransform):
+    """Write every image's crops. Returns `(metadata_rows, error_rows)`."""
+
+    def __init__(self, *, config: OutputConfig):
+        super().__init__()
+        self._config = config
+
+    def expand(self, cropped):
+        rows, failed = cropped | "Write" >> beam.ParDo(_WriteCropsFn(self._config)).with_exception_handling()
+        return rows, failed | "ErrorRows" >> beam.FlatMap(dead_letter_rows, stage="write")
