@@ -13,7 +13,8 @@ second TensorFlow; full `tensorflow` is also the build GPU workers need.
 import setuptools
 
 INSTALL_REQUIRES = [
-    "apache-beam[gcp]==2.77.0",
+    "apache-beam[gcp,aws]==2.77.0",  # gcp: gs:// (and Dataflow); aws: s3:// through boto3
+    "boto3==1.44.8",
     "tensorflow==2.21.0",
     "keras==3.15.1",
     "numpy==2.4.6",

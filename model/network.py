@@ -343,15 +343,17 @@ def _blur_defaults(short_side, blur_kernel_size, blur_sigma):
 
 
 def deepgaze_head(*, channels, short_side=224, blur_kernel_size=None, blur_sigma=None,
-                  centre_bias_grid=64, name="deepgaze_head"):
+                  centre_bias_grid=64, dropout=0.0, name="deepgaze_head"):
     """DeepGaze without its body, for training on cached features.
 
     Maps (B, h/16, w/16, channels) body features to the (B, h, w) log-density. Its layers carry
-    the same names as in ``deepgaze()``, so trained weights copy over by name.
+    the same names as in ``deepgaze()``, so trained weights copy over by name. ``dropout`` drops
+    feature channels at that rate while training (a regulariser; identity at inference).
     """
     blur_kernel_size, blur_sigma = _blur_defaults(short_side, blur_kernel_size, blur_sigma)
     inputs = keras.Input(shape=(None, None, channels), dtype="float32", name="features")
-    x = readout_head(inputs)
+    x = layers.SpatialDropout2D(dropout, name="readout_dropout")(inputs) if dropout else inputs
+    x = readout_head(x)
     outputs = finaliser(x, blur_kernel_size=blur_kernel_size, blur_sigma=blur_sigma,
                         centre_bias_grid=centre_bias_grid)
     model = keras.Model(inputs, outputs, name=name)

@@ -28,7 +28,7 @@ from model.saliency import centre_bias_log_density, fit_centre_bias
 LN2 = np.log(2.0)
 
 #: Centre-bias smoothing bandwidths tried (fraction of the image side); the best on val is kept.
-CENTRE_BIAS_BANDWIDTHS = (0.03, 0.04, 0.05, 0.06, 0.08)
+CENTRE_BIAS_BANDWIDTHS = (0.01, 0.015, 0.02, 0.03, 0.04, 0.06)
 
 
 def image_sizes(dataset_dir, names, cache_dir):
@@ -173,7 +173,7 @@ def train(args, log=print):
               "short_side": args.short_side, "centre_bias_grid": args.centre_bias_grid}
     head = network.deepgaze_head(channels=train_samples[0].features.shape[-1],
                                  short_side=args.short_side,
-                                 centre_bias_grid=args.centre_bias_grid)
+                                 centre_bias_grid=args.centre_bias_grid, dropout=args.dropout)
     config["blur_kernel_size"] = head.get_layer("blur").kernel_size
     mean, std = feature_statistics(train_samples[:: max(1, len(train_samples) // 400)])
     head.get_layer("readout_norm").mean.assign(mean)
@@ -186,7 +186,9 @@ def train(args, log=print):
 
     schedule = keras.optimizers.schedules.ExponentialDecay(
         args.lr, decay_steps=max(1, len(train_samples) // args.batch_size) * 10, decay_rate=0.5)
-    optimizer = keras.optimizers.Adam(schedule)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay)
+    # Decay only the readout kernels, not biases, the blur width or the centre-bias weight.
+    optimizer.exclude_from_weight_decay(var_names=["bias", "log_sigma", "weight"])
     variables = head.trainable_variables
 
     @tf.function(reduce_retracing=True)
@@ -291,7 +293,10 @@ def parse_args(argv):
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (halved every 10 epochs)")
+    p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (halved every 10 epochs)")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="share of feature channels dropped while training")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     p.add_argument("--max-train", type=int, default=0, help="use only the first N training images")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 
 from transforms.crop import parse_aspect_ratios
 from transforms.decode import DEFAULT_MAX_MEGAPIXELS
@@ -84,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_misspelled_options(parser: argparse.ArgumentParser, beam_args: list[str]) -> None:
+    """An argument we pass on to Beam that is one typo away from one of ours is a mistake
+    (`--aspect_ratio 1:1` would otherwise reach Beam, which discards it with a warning)."""
+    ours = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    for arg in beam_args:
+        if not arg.startswith("--"):
+            continue
+        flag = arg.split("=", 1)[0]
+        close = difflib.get_close_matches(flag, ours, n=1, cutoff=0.85)
+        if close:
+            parser.error(f"unknown option {flag}; did you mean {close[0]}?")
+
+
 def parse(argv: list[str] | None) -> tuple[RunOptions, list[str]]:
     """gazecrop's options and the remaining (Beam) arguments, with the default runner added."""
     parser = build_parser()
@@ -96,6 +110,7 @@ def parse(argv: list[str] | None) -> tuple[RunOptions, list[str]]:
         parser.error(f"--max_output_side must be >= 0. Received: --max_output_side={known.max_output_side}")
     if known.max_megapixels < 0:
         parser.error(f"--max_megapixels must be >= 0. Received: --max_megapixels={known.max_megapixels}")
+    _refuse_misspelled_options(parser, beam_args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = [f"--runner={DEFAULT_RUNNER}", *beam_args]
     options = RunOptions(

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import sys
+import tempfile
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -72,8 +73,12 @@ def build(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeModelHandle
 
 
 def with_demo_inputs(options: RunOptions) -> RunOptions:
-    """Without inputs: draw the demo images into ROOT/demo-inputs/ and crop those."""
-    directory = os.path.join(options.output, "demo-inputs")
+    """Without inputs: draw the demo images into ROOT/demo-inputs/ (a local temporary folder when ROOT
+    is not local) and crop those."""
+    if "://" in options.output:
+        directory = tempfile.mkdtemp(prefix="gazecrop-demo-inputs-")
+    else:
+        directory = os.path.join(options.output, "demo-inputs")
     write_demo_images(directory)
     print(f"gazecrop: no --input given; cropping {directory}/* (demo images drawn by gazecrop)")
     return dataclasses.replace(options, inputs=(os.path.join(directory, "*"),))

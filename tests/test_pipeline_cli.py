@@ -24,6 +24,14 @@ def test_gazecrop_options_and_beam_options_are_split():
         parse(["--jpeg_quality", "0"])
 
 
+def test_misspelled_gazecrop_options_are_refused_not_passed_to_beam(capsys):
+    with pytest.raises(SystemExit):
+        parse(["--aspect_ratio", "1:1"])
+    assert "did you mean --aspect_ratios?" in capsys.readouterr().err
+    _, beam_args = parse(["--direct_num_workers=2", "--project", "p"])  # Beam's own stay Beam's
+    assert beam_args[1:] == ["--direct_num_workers=2", "--project", "p"]
+
+
 def test_demo_run_without_input_writes_demo_crops(tmp_path, capsys):
     summary = run_gazecrop(["--output", str(tmp_path / "out")])
     assert summary.cropped == 6 and summary.failed == {}
@@ -79,3 +87,16 @@ def test_cli_usage():
     assert cli_main([]) == 2
     assert cli_main(["--help"]) == 0
     assert cli_main(["nonsense"]) == 2
+
+
+def test_size_guard_format_and_output_side_options(fixtures_dir, tmp_path):
+    summary = run_gazecrop(["--input", str(fixtures_dir / "kodak" / "kodim0[12].png"),
+                            "--input", str(fixtures_dir / "skimage" / "camera.png"),
+                            "--output", str(tmp_path), "--max_megapixels", "0.3", "--output_format", "webp",
+                            "--jpeg_quality", "80", "--max_output_side", "256", "--aspect_ratios", "16:9"])
+    assert summary.failed == {("decode", "ImageTooLargeError"): 2} and summary.cropped == 1
+    metadata, _ = read_tables(tmp_path)
+    (row,) = metadata
+    assert row["output_uri"].endswith("/crops/16x9/camera.png.webp")
+    assert (row["output_width"], row["output_height"]) == (256, 144)
+    assert (row["crop_width"], row["crop_height"]) == (512, 288)

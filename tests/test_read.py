@@ -66,3 +66,11 @@ def test_read_images_matches_dedupes_and_reports_missing_files(tmp_path):
         ]), label="EveryFileOnce")
         assert_that(errors | "Errors" >> beam.Map(_uri_stage_type),
                     equal_to([(missing, "read", "FileNotFoundError")]), label="MissingFileIsAnError")
+
+
+def test_gs_and_s3_filesystems_are_installed():
+    from apache_beam.io.filesystems import FileSystems
+    assert type(FileSystems.get_filesystem("gs://bucket/x.jpg")).__name__ == "GCSFileSystem"
+    assert type(FileSystems.get_filesystem("s3://bucket/x.jpg")).__name__ == "S3FileSystem"
+    import boto3  # noqa: F401  (Beam's S3 filesystem needs it at run time)
+    assert pattern_root("s3://bucket/cat/*/x.jpg") == "s3://bucket/cat/"

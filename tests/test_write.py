@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 
 import apache_beam as beam
 import cv2
@@ -33,6 +34,7 @@ def test_output_paths_and_relpath_round_trip():
     uri = crop_uri("gs://b/out", "16x9", "cat/a.png", "jpg")
     assert uri == "gs://b/out/crops/16x9/cat/a.png.jpg"
     assert relpath_of_output("gs://b/out", uri) == "cat/a.png"
+    assert relpath_of_output("out", crop_uri(os.path.abspath("out"), "1x1", "a.b.jpg", "png")) == "a.b.jpg"
     assert saliency_uri("/o", "cat/a.png") == "/o/saliency/cat/a.png.npy"
 
 

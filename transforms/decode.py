@@ -213,10 +213,14 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _decode_pixels(data: bytes, header: ImageHeader, reduction: int = 1) -> np.ndarray:
+def decode_pixels(data: bytes, header: ImageHeader, reduction: int = 1) -> np.ndarray:
     """Decode to uint8 RGB, EXIF orientation applied; `reduction` > 1 only for JPEG."""
     if header.format not in OPENCV_FORMATS:
-        return apply_orientation(_decode_with_pillow(data), header.orientation)
+        pixels = _decode_with_pillow(data)
+        if pixels.shape[:2] != (header.height, header.width):
+            raise CorruptImageError(f"the header declares {header.width}x{header.height} but Pillow decoded "
+                                    f"{pixels.shape[1]}x{pixels.shape[0]}")
+        return apply_orientation(pixels, header.orientation)
     buffer = np.frombuffer(data, dtype=np.uint8)
     if reduction > 1:
         flags = _REDUCED_FLAGS[reduction] | cv2.IMREAD_IGNORE_ORIENTATION
@@ -230,6 +234,10 @@ def _decode_pixels(data: bytes, header: ImageHeader, reduction: int = 1) -> np.n
         raise CorruptImageError(
             f"OpenCV could not decode this {header.format} ({header.width}x{header.height} declared, "
             f"{len(data)} bytes): truncated or damaged pixel data")
+    expected = (-(-header.height // reduction), -(-header.width // reduction))
+    if image.shape[:2] != expected:  # crops are placed with the header's geometry: they must agree
+        raise CorruptImageError(f"the header declares {header.width}x{header.height} but OpenCV decoded "
+                                f"{image.shape[1] * reduction}x{image.shape[0] * reduction}")
     return apply_orientation(to_rgb8(image), header.orientation)
 
 
@@ -252,7 +260,7 @@ def decode_full(data: bytes, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) 
     """The full-resolution source as uint8 RGB (h, w, 3), EXIF orientation applied."""
     header = read_header(data)
     check_size(header, max_megapixels)
-    return _decode_pixels(data, header)
+    return decode_pixels(data, header)
 
 
 def decode_for_model(data: bytes, *, input_size: Callable[[int, int], tuple[int, int]],
@@ -270,7 +278,7 @@ def decode_for_model(data: bytes, *, input_size: Callable[[int, int], tuple[int,
         # The target in the stored orientation, to compare with the stored size.
         stored_target = (target_h, target_w) if header.orientation in (5, 6, 7, 8) else (target_w, target_h)
         reduction = reduction_factor((header.width, header.height), stored_target)
-    pixels = _decode_pixels(data, header, reduction)
+    pixels = decode_pixels(data, header, reduction)
     pixels = resize_to(pixels, (target_w, target_h))
     return ModelInput(pixels=pixels, source_width=width, source_height=height, sha256=sha256_hex(data),
                       reduction=reduction)

@@ -5,7 +5,7 @@ long side rounded to a multiple of 16 (`SaliencyModel.input_size`), so a catalog
 handful of input shapes (3:2, 4:3, 1:1, 16:9 ... each in landscape and portrait). Beam's
 `BatchElements` makes batches of up to `--batch_size` images regardless of shape; `run_inference` groups
 a batch's images by shape and makes one model call per shape group, so nothing is padded or distorted.
-Tensorflow retraces the model once per new shape (a few shapes, each traced once per worker).
+(The model's compiled function takes any (B, h, w, 3), so a new shape costs no retracing.)
 
 **One model per worker.** `share_model_across_processes()` is True: Beam loads the model once per
 worker machine and every SDK process of that machine calls it through a proxy
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -41,15 +42,24 @@ class ModelInfo:
     short_side: int
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
-        """The model's input (h, w) for a source of (height, width); the model's own rule."""
+        """The model's input (h, w) for a source of (height, width): the model's own rule, which
+        depends only on `short_side` (tests/test_inference.py checks it against a loaded model)."""
         from model.loading import SaliencyModel
         return SaliencyModel.input_size(self, height, width)
+
+
+# TensorFlow otherwise reserves nearly all GPU memory in the first process that touches the GPU (here
+# the launcher, which loads the model to learn its version); growing on demand lets the worker that
+# serves the model have the rest.
+TF_ENV_VARS = {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}
 
 
 @functools.lru_cache(maxsize=2)
 def load_cached(spec: str) -> Any:
     """`model.load_model(spec)`, once per process: where the pipeline is built and where it runs are
     the same process (the DirectRunner in-process), the model describe_model loaded is reused."""
+    for name, value in TF_ENV_VARS.items():
+        os.environ.setdefault(name, value)
     from model import load_model
     return load_model(spec)
 
@@ -99,7 +109,7 @@ class DeepGazeModelHandler(ModelHandler[DecodedImage, SaliencyImage, Any]):
     def __init__(self, model_info: ModelInfo, *, inference_fn: InferenceFn = predict_by_shape,
                  min_batch_size: int = 1, max_batch_size: int = 16,
                  max_batch_duration_secs: int | None = None):
-        super().__init__()
+        super().__init__(env_vars=dict(TF_ENV_VARS))
         self._model_info = model_info
         self._inference_fn = inference_fn
         self._batching = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}

@@ -24,8 +24,9 @@ import cv2
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.crop import Crop, ratio_dirname, parse_aspect_ratios
-from transforms.decode import DEFAULT_MAX_MEGAPIXELS, decode_full, read_header, resize_to
+from transforms.crop import Crop, parse_aspect_ratios, ratio_dirname
+from transforms.decode import DEFAULT_MAX_MEGAPIXELS, check_size, decode_pixels, read_header, resize_to
+from transforms.read import absolute_uri
 from transforms.records import CroppedImage, dead_letter_rows, now_utc
 
 OUTPUT_FORMATS = ("jpeg", "png", "webp", "source")
@@ -85,8 +86,11 @@ def saliency_uri(root: str, relpath: str) -> str:
 
 
 def relpath_of_output(root: str, output_uri: str) -> str:
-    """The source's relpath from one of its crops' `output_uri` (to find `ROOT/saliency/<relpath>.npy`)."""
-    prefix = join(root, "crops") + "/"
+    """The source's relpath from one of its crops' `output_uri` (to find `ROOT/saliency/<relpath>.npy`).
+
+    `root` may be given relative to the working directory; `output_uri`s are absolute.
+    """
+    prefix = join(absolute_uri(root), "crops") + "/"
     if not output_uri.startswith(prefix):
         raise ValueError(f"{output_uri} is not under {prefix}")
     tail = output_uri[len(prefix):].split("/", 1)[1]  # drop the ratio folder
@@ -148,12 +152,13 @@ def cut(pixels: np.ndarray, crop: Crop, max_side: int) -> np.ndarray:
 def write_crops(item: CroppedImage, config: OutputConfig) -> list[dict]:
     """Write one image's crops (and saliency map); return its metadata rows, one per ratio."""
     image = item.image
-    source_format = read_header(image.data).format
-    pixels = decode_full(image.data, max_megapixels=config.max_megapixels)
+    header = read_header(image.data)
+    check_size(header, config.max_megapixels)
+    pixels = decode_pixels(image.data, header)
     if (pixels.shape[1], pixels.shape[0]) != (image.source_width, image.source_height):
         raise ValueError(f"full decode is {pixels.shape[1]}x{pixels.shape[0]}, the header said "
                          f"{image.source_width}x{image.source_height}")
-    encoding = output_encoding(config, source_format)
+    encoding = output_encoding(config, header.format)
     extension = _EXTENSIONS[encoding]
     rows = []
     processed_at = now_utc()
