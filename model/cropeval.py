@@ -23,7 +23,6 @@ per ratio and pooled over images and ratios, and seconds per image. Model predic
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import sys
@@ -36,7 +35,8 @@ import numpy as np
 
 from model.data import DEFAULT_DATASET, default_cache_dir, read_fixations, read_image_list
 from model.images import read_image_rgb, resize_for_model
-from transforms.crop import CropConfig, Focus, choose_crops, parse_aspect_ratios, ratio_label, window_sizes
+from transforms.crop import (CropConfig, Focus, choose_crops, parse_aspect_ratios, ratio_label,
+                             read_focus_table, window_sizes)
 
 METHODS = ("gazecrop", "centre", "best", "smartcrop", "vips-attention", "vips-entropy",
            "spectral-residual")
@@ -218,15 +218,8 @@ class Result:
 
 
 def read_focus(path) -> dict:
-    """Focus table (CSV: image, x, y[, width, height]) -> {image: Focus}."""
-    out = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            values = [float(row["x"]), float(row["y"])]
-            if row.get("width") not in (None, ""):
-                values += [float(row["width"]), float(row.get("height") or 0)]
-            out[row["image"]] = Focus.coerce(values)
-    return out
+    """Focus table (CSV or Parquet: image, x, y[, width, height]) -> {image: Focus}."""
+    return read_focus_table(str(path), key="image")
 
 
 def evaluate(dataset, names, config: CropConfig, *, methods=METHODS, model="default",
@@ -356,7 +349,8 @@ def _parser():
                    help="dataset folder with stimuli/ and fixations.csv (default: %(default)s)")
     p.add_argument("--images", help="file of image names, one a line (default: every image with fixations)")
     p.add_argument("--limit", type=int, help="only the first N images")
-    p.add_argument("--model", default="default", help="load_model name or readout path (default: %(default)s)")
+    p.add_argument("--model", default="default",
+                   help="load_model name or readout path (default: %(default)s)")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of: %(default)s")
     p.add_argument("--ratios", "--aspect_ratios", dest="ratios", default="1:1,16:9,9:16,4:5",
                    help="aspect ratios (default: %(default)s)")
@@ -364,7 +358,8 @@ def _parser():
     p.add_argument("--scale_step", type=float, default=d.scale_step, help="CropConfig.scale_step")
     p.add_argument("--area_weight", type=float, default=d.area_weight, help="CropConfig.area_weight")
     p.add_argument("--candidates", type=int, default=d.candidates,
-                   help="CropConfig.candidates; >1 adds 'gazecrop-any-rank' (a reviewer picking the best rank)")
+                   help="CropConfig.candidates; >1 adds 'gazecrop-any-rank' "
+                        "(a reviewer picking the best rank)")
     p.add_argument("--candidate_overlap", type=float, default=d.candidate_overlap)
     p.add_argument("--border_weight", type=float, default=d.border_weight, help="CropConfig.border_weight")
     p.add_argument("--border_band", type=float, default=d.border_band, help="CropConfig.border_band")
@@ -375,7 +370,8 @@ def _parser():
     p.add_argument("--focus_from_fixations", action="store_true",
                    help="exploration: use each image's most fixated point as the focus "
                         "(a stand-in for a person's click)")
-    p.add_argument("--cache", default=None, help="prediction cache root (default: $GAZECROP_CACHE or ~/.cache/gazecrop)")
+    p.add_argument("--cache", default=None,
+                   help="prediction cache root (default: $GAZECROP_CACHE or ~/.cache/gazecrop)")
     p.add_argument("--no_cache", action="store_true", help="always run the model")
     p.add_argument("--json", help="also write the per-image shares and the summary here")
     return p

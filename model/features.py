@@ -117,9 +117,14 @@ def main(argv=None):
     p.add_argument("--backbone", choices=loading.BACKBONES, default="hed")
     p.add_argument("--splits", nargs="+", default=["train", "val"])
     p.add_argument("--no-flips", action="store_true", help="skip the mirrored copies")
+    p.add_argument("--max-train", type=int, default=0,
+                   help="only the first N images of the train split (as model.train --max-train)")
     args = p.parse_args(argv)
     cache = FeatureCache(args.cache_dir, backbone=args.backbone, short_side=args.short_side)
-    names = [n for s in args.splits for n in read_split(args.dataset, s)]
+    names = []
+    for split in args.splits:
+        split_names = read_split(args.dataset, split)
+        names += split_names[: args.max_train] if split == "train" and args.max_train else split_names
     cache.fill(args.dataset, names, flips=not args.no_flips)
 
 

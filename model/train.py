@@ -149,6 +149,7 @@ def train(args, log=print):
     import tensorflow as tf
 
     keras.utils.set_random_seed(args.seed)
+    tf.config.experimental.enable_op_determinism()
     rng = np.random.default_rng(args.seed)
     features = tuple(args.features)
     cache = FeatureCache(args.cache_dir, backbone=args.backbone, short_side=args.short_side)
@@ -294,8 +295,8 @@ def parse_args(argv):
     p.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (halved every 10 epochs)")
-    p.add_argument("--dropout", type=float, default=0.0,
-                   help="share of feature channels dropped while training")
+    p.add_argument("--dropout", type=float, default=0.3,
+                   help="share of feature channels dropped while training (default: %(default)s)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     p.add_argument("--max-train", type=int, default=0, help="use only the first N training images")
     p.add_argument("--seed", type=int, default=0)

@@ -274,7 +274,8 @@ _SCRIPT = """
 window.addEventListener("load", function () {
   var imgs = document.images, ok = 0, broken = 0;
   for (var i = 0; i < imgs.length; i++) {
-    if (imgs[i].complete && imgs[i].naturalWidth > 0) { ok++; } else { broken++; imgs[i].classList.add("broken"); }
+    if (imgs[i].complete && imgs[i].naturalWidth > 0) { ok++; }
+    else { broken++; imgs[i].classList.add("broken"); }
   }
   document.body.dataset.imagesLoaded = ok;
   document.body.dataset.imagesBroken = broken;
@@ -340,7 +341,8 @@ def main(argv=None) -> int:
     p.add_argument("root", metavar="ROOT", help="output root of a gazecrop run (local, gs://, s3://)")
     p.add_argument("--output", help="report file (default: ROOT/report.html)")
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
-                   help="show at most this many images, least confident first; 0 = all (default: %(default)s)")
+                   help="show at most this many images, least confident first; 0 = all "
+                        "(default: %(default)s)")
     p.add_argument("--thumb_size", type=int, default=DEFAULT_THUMB,
                    help="long side of the source pictures, pixels (default: %(default)s)")
     args = p.parse_args(argv)

@@ -314,3 +314,25 @@ def test_focal_point():
     assert focal_point(ld, (1, 1)) == (0, 0)
     with pytest.raises(ValueError):
         focal_point(ld[None], (10, 10))
+
+
+def test_read_focus_table(tmp_path):
+    from transforms.crop import read_focus_table
+
+    path = tmp_path / "focus.csv"
+    path.write_text("source,x,y,width,height\n"
+                    "gs://b/in/a.jpg,10,20,,\n"
+                    "kodak/kodim01.png,1.5,2,30,40\n")
+    table = read_focus_table(str(path))
+    assert table == {"gs://b/in/a.jpg": Focus(10, 20), "kodak/kodim01.png": Focus(1.5, 2, 30, 40)}
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"source": ["x.png"], "x": [5.0], "y": [6.0]}), tmp_path / "f.parquet")
+    assert read_focus_table(str(tmp_path / "f.parquet")) == {"x.png": Focus(5, 6)}
+    (tmp_path / "bad.csv").write_text("source,x\nx.png,1\n")
+    with pytest.raises(ValueError, match="lacks"):
+        read_focus_table(str(tmp_path / "bad.csv"))
+    (tmp_path / "neg.csv").write_text("source,x,y,width,height\nx.png,1,1,-5,3\n")
+    with pytest.raises(ValueError, match="row 2"):
+        read_focus_table(str(tmp_path / "neg.csv"))

@@ -58,7 +58,7 @@ def run_root(tmp_path_factory):
     for k, path in enumerate(sources + [hostile]):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)          # EXIF orientation applied
         height, width = image.shape[:2]
-        relpath = path.name if path.parent != inputs else path.name
+        relpath = path.name
         ld = _blob(24, 32, 6 + 4 * k, 8 + 6 * k, 3 + k)
         if k != 2:                                               # one image without a saved map
             sal = root / "saliency" / f"{relpath}.npy"

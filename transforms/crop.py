@@ -12,12 +12,13 @@ Steps of ``choose_crops`` (each a small function below):
 3. ``_axis_positions`` per window: a grid of candidate offsets on each axis (ends, centre, focus bounds).
 4. ``_score``          every candidate's mass, read from the SAT interpolated to source pixels, minus
                        the optional penalties.
-5. ``_pick``           the best candidate, ties toward the image centre; then a 1-pixel refinement
-                       around it, and for ``candidates > 1`` the next best that overlaps less than
-                       ``candidate_overlap`` with those already taken.
+5. ``_pick``           the best candidate, ties toward the image centre; then refinement on finer
+                       grids around it down to the pixel; for ``candidates > 1`` the next best that
+                       overlaps at most ``candidate_overlap`` with those already taken, and so on.
 
-Everything is numpy over the batch, the ratios, the scales and the candidate positions; the only
-Python loop is over ranks (``candidates``, a handful).
+Everything is numpy over the batch, the ratios, the scales and the candidate positions; Python
+loops only run over ranks (``candidates``), refinement passes (one or two) and, to build the
+results, images x ratios.
 
 Geometry contract (DESIGN.md): pixel coordinates of the source after EXIF orientation; a crop is
 integer ``(x, y, width, height)`` with ``0 <= x`` and ``x + width <= W`` (same for y), its ratio as close
@@ -149,8 +150,9 @@ class CropConfig:
     # (tiny sources, ratios such as 191:100) the rounded window is used.
     exact_ratio_slack: float = 0.05
 
-    # Candidate offsets per axis and window in the coarse search (evenly spaced, plus both ends,
-    # the centred offset and any focus bounds); the winner is then refined to the pixel.
+    # Candidate offsets per axis and window in the coarse search (evenly spaced from end to end,
+    # plus the centred offset; a focus narrows the range); the winner is then refined on finer
+    # grids of the same count down to the pixel.
     positions: int = 33
 
     def __post_init__(self):
@@ -225,6 +227,41 @@ class Focus:
 
 
 FocusLike = Union[None, Focus, Sequence[float]]
+
+
+def read_focus_table(uri: str, key: str = "source") -> dict:
+    """Reads a focus table: ``{key value: Focus}`` from CSV or Parquet (by extension).
+
+    Columns: ``key`` (default ``source``: the source URI, or its path relative to the input root),
+    ``x``, ``y`` and optionally ``width``, ``height`` (source pixels after EXIF orientation; empty
+    or absent = a point). Read through Beam's ``FileSystems`` (local, gs://, s3://).
+    """
+    import csv
+    import io
+
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(uri, compression_type="uncompressed") as f:
+        data = f.read()
+    if uri.lower().endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(io.BytesIO(data)).to_pylist()
+    else:
+        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+    out = {}
+    for n, row in enumerate(rows, start=2 if not uri.lower().endswith(".parquet") else 1):
+        missing = [c for c in (key, "x", "y") if row.get(c) in (None, "")]
+        if missing:
+            raise ValueError(f"focus table {uri} row {n} lacks {missing}. Received: {row!r}")
+        values = [row["x"], row["y"]]
+        if row.get("width") not in (None, "") or row.get("height") not in (None, ""):
+            values += [row.get("width") or 0, row.get("height") or 0]
+        try:
+            out[str(row[key])] = Focus.coerce(values)
+        except ValueError as e:
+            raise ValueError(f"focus table {uri} row {n}: {e}") from None
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -485,33 +522,36 @@ def choose_crops(log_density, source_sizes, config: CropConfig = CropConfig(), *
         index, valid = _pick(live, gx, gy, gw, gh, width, height, config.tie_tolerance)
         sel = (rows, cols, index)
         s_i = scale_index[index]                                              # (B, R)
-        # Refinement to the pixel around the coarse winner, same window size.
-        bx, by = gx[sel], gy[sel]
+        # Refinement around the coarse winner, same window size, on ever finer grids until the
+        # step is one pixel (one pass for sources of up to ~1000 px of play; a few for panoramas).
+        cx, cy = gx[sel], gy[sel]
         wx, wy = gw[sel], gh[sel]
         sx = step_x[rows, cols, s_i]
         sy = step_y[rows, cols, s_i]
-        lx = np.maximum(bx - sx, lo_x[rows, cols, s_i])
-        hx = np.minimum(bx + sx, hi_x[rows, cols, s_i])
-        ly = np.maximum(by - sy, lo_y[rows, cols, s_i])
-        hy = np.minimum(by + sy, hi_y[rows, cols, s_i])
-        rx = _axis_positions(lx, hx, bx, config.positions)
-        ry = _axis_positions(ly, hy, by, config.positions)
-        m = rx.shape[-1]
-        fx = np.broadcast_to(rx[..., :, None], rx.shape + (m,)).reshape(b, n_ratio, -1)
-        fy = np.broadcast_to(ry[..., None, :], ry.shape[:-1] + (m, m)).reshape(b, n_ratio, -1)
-        fine_score, fine_kept = _score(tables, config, fx, fy, wx[..., None], wy[..., None],
-                                       largest_area)
-        for tx, ty, tw, th, tvalid in taken:
-            overlap = _iou(fx, fy, wx[..., None], wy[..., None],
-                           tx[..., None], ty[..., None], tw[..., None], th[..., None])
-            fine_score = np.where(tvalid[..., None] & (overlap > config.candidate_overlap),
-                                  -np.inf, fine_score)
-        # The coarse winner is in the fine grid (centre entry), so refinement never loses score.
-        f_index, _ = _pick(fine_score, fx, fy, wx[..., None], wy[..., None], width, height,
-                           config.tie_tolerance)
-        fsel = (rows, cols, f_index)
-        cx, cy = fx[fsel], fy[fsel]
-        kept, sc = fine_kept[fsel], fine_score[fsel]
+        kept = sc = None
+        while kept is None or (sx > 1).any() or (sy > 1).any():
+            rx = _axis_positions(np.maximum(cx - sx, lo_x[rows, cols, s_i]),
+                                 np.minimum(cx + sx, hi_x[rows, cols, s_i]), cx, config.positions)
+            ry = _axis_positions(np.maximum(cy - sy, lo_y[rows, cols, s_i]),
+                                 np.minimum(cy + sy, hi_y[rows, cols, s_i]), cy, config.positions)
+            m = rx.shape[-1]
+            fx = np.broadcast_to(rx[..., :, None], rx.shape + (m,)).reshape(b, n_ratio, -1)
+            fy = np.broadcast_to(ry[..., None, :], ry.shape[:-1] + (m, m)).reshape(b, n_ratio, -1)
+            fine_score, fine_kept = _score(tables, config, fx, fy, wx[..., None], wy[..., None],
+                                           largest_area)
+            for tx, ty, tw, th, tvalid in taken:
+                overlap = _iou(fx, fy, wx[..., None], wy[..., None],
+                               tx[..., None], ty[..., None], tw[..., None], th[..., None])
+                fine_score = np.where(tvalid[..., None] & (overlap > config.candidate_overlap),
+                                      -np.inf, fine_score)
+            # The current winner is in the grid (its last entry), so refinement never loses score.
+            f_index, _ = _pick(fine_score, fx, fy, wx[..., None], wy[..., None], width, height,
+                               config.tie_tolerance)
+            fsel = (rows, cols, f_index)
+            cx, cy = fx[fsel], fy[fsel]
+            kept, sc = fine_kept[fsel], fine_score[fsel]
+            sx = np.ceil(2 * sx / (config.positions - 1)).astype(np.int64)
+            sy = np.ceil(2 * sy / (config.positions - 1)).astype(np.int64)
         taken.append((cx, cy, wx, wy, valid))
         for i in range(b):
             for r in range(n_ratio):
