@@ -1,7 +1,8 @@
 """Speed of the model alone: ``python -m model.bench``.
 
 For each model (``--model``, repeatable) and each input size it is offered — square, 4:3
-landscape and 3:4 portrait sources, as ``input_size`` maps them — prints images/s at batch sizes
+landscape and 3:4 portrait sources, as ``input_size`` maps them, at the model's short side or
+at each of ``--short-sides`` — prints images/s at batch sizes
 1, 8 and 16, and the share of the time spent outside the VGG16 body: the readout, upsampling,
 blur, centre bias and softmax, timed on their own on body-sized features and divided by the
 whole model's time. Each figure is the best of ``--repeats`` timed runs after one warm-up run,
@@ -68,6 +69,9 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append",
                    help="'default', 'tiny' or a readout weights file; repeatable (default: default)")
+    p.add_argument("--short-sides", type=int, nargs="+",
+                   help="input short sides to time (default: the model's own); the model is "
+                        "fully convolutional, so its speed at another size is measured as is")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16])
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
@@ -75,6 +79,7 @@ def main(argv=None):
     import tensorflow as tf
 
     from model import load_model
+    from model.loading import input_size
 
     print(f"TensorFlow {tf.__version__}, {tf.config.threading.get_inter_op_parallelism_threads() or 'auto'} "
           f"inter-op threads, devices: {[d.device_type for d in tf.config.list_physical_devices()]}")
@@ -83,9 +88,10 @@ def main(argv=None):
     for name in args.model or ["default"]:
         model = load_model(name)
         sizes = []
-        for source in [(1000, 1000), (768, 1024), (1024, 768)]:
-            if model.input_size(*source) not in sizes:
-                sizes.append(model.input_size(*source))
+        for short_side in args.short_sides or [model.short_side]:
+            for source in [(1000, 1000), (768, 1024), (1024, 768)]:
+                if input_size(*source, short_side) not in sizes:
+                    sizes.append(input_size(*source, short_side))
         bench(model, sizes, args.batch_sizes, args.repeats)
     return 0
 

@@ -354,19 +354,21 @@ def _parser():
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of: %(default)s")
     p.add_argument("--ratios", "--aspect_ratios", dest="ratios", default="1:1,16:9,9:16,4:5",
                    help="aspect ratios (default: %(default)s)")
-    p.add_argument("--min_scale", type=float, default=d.min_scale, help="CropConfig.min_scale")
-    p.add_argument("--scale_step", type=float, default=d.scale_step, help="CropConfig.scale_step")
-    p.add_argument("--area_weight", type=float, default=d.area_weight, help="CropConfig.area_weight")
+    p.add_argument("--min_scale", type=float, default=d.min_scale, help="CropConfig.min_scale (default: %(default)s)")
+    p.add_argument("--scale_step", type=float, default=d.scale_step, help="CropConfig.scale_step (default: %(default)s)")
+    p.add_argument("--area_weight", type=float, default=d.area_weight, help="CropConfig.area_weight (default: %(default)s)")
     p.add_argument("--candidates", type=int, default=d.candidates,
-                   help="CropConfig.candidates; >1 adds 'gazecrop-any-rank' "
+                   help="CropConfig.candidates (default: %(default)s); >1 adds 'gazecrop-any-rank' "
                         "(a reviewer picking the best rank)")
-    p.add_argument("--candidate_overlap", type=float, default=d.candidate_overlap)
-    p.add_argument("--border_weight", type=float, default=d.border_weight, help="CropConfig.border_weight")
-    p.add_argument("--border_band", type=float, default=d.border_band, help="CropConfig.border_band")
+    p.add_argument("--candidate_overlap", type=float, default=d.candidate_overlap,
+                   help="CropConfig.candidate_overlap (default: %(default)s)")
+    p.add_argument("--border_weight", type=float, default=d.border_weight, help="CropConfig.border_weight (default: %(default)s)")
+    p.add_argument("--border_band", type=float, default=d.border_band, help="CropConfig.border_band (default: %(default)s)")
     p.add_argument("--composition_weight", type=float, default=d.composition_weight,
-                   help="CropConfig.composition_weight")
-    p.add_argument("--tie_tolerance", type=float, default=d.tie_tolerance, help="CropConfig.tie_tolerance")
-    p.add_argument("--focus", help="CSV image,x,y[,width,height]: a region each crop must contain")
+                   help="CropConfig.composition_weight (default: %(default)s)")
+    p.add_argument("--tie_tolerance", type=float, default=d.tie_tolerance, help="CropConfig.tie_tolerance (default: %(default)s)")
+    p.add_argument("--focus", help="CSV or Parquet with columns image, x, y[, width, height]: a region "
+                                   "each gazecrop crop must contain")
     p.add_argument("--focus_from_fixations", action="store_true",
                    help="exploration: use each image's most fixated point as the focus "
                         "(a stand-in for a person's click)")

@@ -50,12 +50,9 @@ class FeatureCache:
         key = f"{backbone}-{body_hash(self.body)}-s{self.short_side}-{'+'.join(CACHED_LAYERS)}"
         self.dir = Path(cache_dir) / "features" / key
         self.dir.mkdir(parents=True, exist_ok=True)
-        # input_size() only needs the short side; a tiny model provides it without weights.
-        self._geometry = loading.build_tiny()
-        self._geometry.short_side = self.short_side
 
     def input_size(self, height, width):
-        return self._geometry.input_size(height, width)
+        return loading.input_size(height, width, self.short_side)
 
     def path(self, name, flipped):
         return self.dir / f"{Path(name).stem}{'-flip' if flipped else ''}.npz"

@@ -42,6 +42,21 @@ TINY_CONFIG = {"body": "tiny", "features": ["tiny_block3_conv"], "short_side": 2
                "backbone": "random", "seed": 0}
 
 
+def input_size(height, width, short_side):
+    """Model input (h, w) for a source of (height, width).
+
+    The short side becomes ``short_side``; the long side keeps the aspect ratio, rounded to a
+    multiple of 16 and at most ``MAX_ASPECT`` × the short side (longer images are squeezed).
+    """
+    if int(height) <= 0 or int(width) <= 0:
+        raise ValueError(f"height and width must be positive. Received: height={height}, width={width}")
+    s = int(short_side)
+    short, long = sorted((int(height), int(width)))
+    long_out = int(round(long * s / short / 16.0)) * 16
+    long_out = min(max(long_out, s), MAX_ASPECT * s)
+    return (s, long_out) if height <= width else (long_out, s)
+
+
 class WeightsError(ValueError):
     """A weights file is missing, unreadable, or does not match the network it is loaded into."""
 
@@ -68,16 +83,8 @@ class SaliencyModel:
         return f"SaliencyModel(name={self.name!r}, version={self.version!r}, short_side={self.short_side})"
 
     def input_size(self, height, width):
-        """Model input (h, w) for a source of (height, width): short side ``short_side``, both
-        sides multiples of 16, aspect ratio kept as closely as that allows (long side at most
-        ``MAX_ASPECT`` × the short side)."""
-        if int(height) <= 0 or int(width) <= 0:
-            raise ValueError(f"height and width must be positive. Received: height={height}, width={width}")
-        s = self.short_side
-        short, long = sorted((int(height), int(width)))
-        long_out = int(round(long * s / short / 16.0)) * 16
-        long_out = min(max(long_out, s), MAX_ASPECT * s)
-        return (s, long_out) if height <= width else (long_out, s)
+        """Model input (h, w) for a source of (height, width); see ``input_size``."""
+        return input_size(height, width, self.short_side)
 
     @functools.cached_property
     def _forward(self):
@@ -168,7 +175,7 @@ def load_imagenet_body(keras_model):
         keras_model.get_layer(name).set_weights(vgg.get_layer(name).get_weights())
 
 
-def _readout_layers(keras_model):
+def readout_layers(keras_model):
     """Layers whose weights live in the readout file (everything with weights but the body)."""
     body = set(_vgg16_layer_names(keras_model))
     return [l for l in keras_model.layers
@@ -185,7 +192,7 @@ def save_readout(keras_model, config, path, *, metadata=None):
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["config"] = json.dumps(config, sort_keys=True)
         f.attrs["metadata"] = json.dumps(metadata or {}, sort_keys=True)
-        for layer in _readout_layers(keras_model):
+        for layer in readout_layers(keras_model):
             for i, w in enumerate(layer.get_weights()):
                 f.create_dataset(f"layers/{layer.name}/{i}", data=np.asarray(w, np.float32))
     tmp.replace(path)
@@ -214,7 +221,7 @@ def load_readout(keras_model, path):
     """Loads a readout file's arrays into ``keras_model``, checking every name and shape."""
     path = Path(path)
     with h5py.File(path, "r") as f:
-        for layer in _readout_layers(keras_model):
+        for layer in readout_layers(keras_model):
             expected = [tuple(w.shape) for w in layer.weights]
             keys = [f"layers/{layer.name}/{i}" for i in range(len(expected))]
             missing = [k for k in keys if k not in f]
@@ -229,7 +236,8 @@ def load_readout(keras_model, path):
             layer.set_weights(arrays)
 
 
-def _network_kwargs(config):
+def network_kwargs(config):
+    """The ``network.deepgaze`` arguments recorded in a readout config."""
     keys = ("body", "features", "short_side", "blur_kernel_size", "blur_sigma", "centre_bias_grid")
     return {k: config[k] for k in keys if k in config}
 
@@ -237,7 +245,7 @@ def _network_kwargs(config):
 def build_tiny():
     """The tiny test model: same structure as DeepGaze, small body, seeded random weights."""
     config = dict(TINY_CONFIG)
-    km = network.deepgaze(name="tiny", **_network_kwargs(config))
+    km = network.deepgaze(name="tiny", **network_kwargs(config))
     rng = np.random.default_rng(config["seed"])
     for layer in km.layers:
         if layer.name in ("upsample", "blur"):
@@ -289,7 +297,7 @@ def load_model(name_or_path="default", *, backbone=None, body_weights=None):
         raise WeightsError(f"readout weights file {path} was trained on backbone {trained_on!r}; "
                            f"a readout must run on the body it was trained for. "
                            f"Received: backbone={backbone!r}")
-    km = network.deepgaze(**_network_kwargs(config))
+    km = network.deepgaze(**network_kwargs(config))
     if trained_on == "hed":
         load_hed_body(km, body_weights)
     elif trained_on == "imagenet":

@@ -256,8 +256,8 @@ def train(args, log=print):
     log("val at stimulus resolution: " + "  ".join(f"{k} {v:.4f}" for k, v in report.items()))
 
     # Copy the trained layers into the full network and write the readout file.
-    full = network.deepgaze(**loading._network_kwargs(config))
-    for layer in loading._readout_layers(full):
+    full = network.deepgaze(**loading.network_kwargs(config))
+    for layer in loading.readout_layers(full):
         layer.set_weights(head.get_layer(layer.name).get_weights())
     metadata = {"best_epoch": best[1], "val_ll_bits": round(best[0], 5),
                 "val_ig_model_res_bits": round(best[0] - cb_ll, 5),

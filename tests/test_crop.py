@@ -336,3 +336,13 @@ def test_read_focus_table(tmp_path):
     (tmp_path / "neg.csv").write_text("source,x,y,width,height\nx.png,1,1,-5,3\n")
     with pytest.raises(ValueError, match="row 2"):
         read_focus_table(str(tmp_path / "neg.csv"))
+
+
+def test_empty_batch_and_bad_arguments():
+    assert choose_crops(np.zeros((0, 8, 8), np.float32), []) == []
+    with pytest.raises(ValueError):
+        choose_crops(np.zeros((2, 8, 8), np.float32), [(10, 10)])
+    with pytest.raises(ValueError):
+        choose_crops(np.zeros((1, 8, 8), np.float32), [(0, 10)])
+    with pytest.raises(ValueError):
+        choose_crops(np.zeros((8,), np.float32), [(10, 10)])

@@ -179,3 +179,18 @@ def test_focus_from_fixations(dataset, tmp_path, capsys):
     rows, cols = np.array([10, 11, 12, 90]), np.array([100, 101, 99, 5])
     peak = cropeval.fixation_peak(rows, cols, 200, 100)
     assert abs(peak.x - 100) <= 6 and abs(peak.y - 11) <= 6
+
+
+def test_reproduces_the_issue_table_on_mit1003_val():
+    # The metric itself, on the real val split: centre and best-window shares as in issue 4's table
+    # (no model needed, a few seconds).
+    from pathlib import Path
+
+    mit = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mit1003"
+    if not (mit / "splits" / "val.txt").exists():
+        pytest.skip("MIT1003 not found beside the clone")
+    names = cropeval.read_image_list(mit / "splits" / "val.txt")
+    res = cropeval.evaluate(mit, names, CropConfig(), methods=("centre", "best"))
+    summary = cropeval.summarise(res)
+    np.testing.assert_allclose(summary["centre"]["per_ratio"], [0.944, 0.928, 0.760, 0.880], atol=0.003)
+    np.testing.assert_allclose(summary["best"]["per_ratio"], [0.974, 0.961, 0.821, 0.929], atol=0.003)

@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from conftest import read_tables, run_gazecrop
@@ -144,8 +146,6 @@ def _check_run(root: str, inputs: list[str]) -> None:
                                                      f"{root}/crops/16x9/kodak/kodim03.png.jpg"}
     for row in metadata:
         with FileSystems.open(row["output_uri"]) as f:
-            import cv2
-            import numpy as np
             crop = cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_COLOR)
         assert crop.shape[:2] == (row["output_height"], row["output_width"])
     leftovers = [m.path for m in FileSystems.match([f"{root}/**"])[0].metadata_list if m.path.endswith(".tmp")]
