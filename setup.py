@@ -39,10 +39,8 @@ setuptools.setup(
     description="Crop images to target aspect ratios, keeping what people look at (DeepGaze saliency, "
     "Apache Beam).",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*",
-                                               "model", "model.*"]),
-    package_data={"model": ["weights/*"]},
-    include_package_data=True,
+    packages=setuptools.find_namespace_packages(include=["pipeline", "transforms", "model", "model.weights"]),
+    package_data={"model.weights": ["*.h5"]},  # the bundled trained readout (model.load_model("default"))
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
     entry_points={"console_scripts": ["gazecrop = pipeline.cli:main"]},
