@@ -28,9 +28,18 @@ INSTALL_REQUIRES = [
     "pillow==12.3.0",
 ]
 
+# Optional baselines of `python -m model.cropeval` (smartcrop.py; libvips `smartcrop` through pyvips,
+# which also needs the system libvips: Debian's `libvips42`). Without them cropeval skips those methods.
+BASELINES_REQUIRE = [
+    "smartcrop==0.5.0",
+    "pyvips==3.2.0",
+]
+
+# The baselines are in the test extra too, so their tests run in CI rather than being skipped.
 TEST_REQUIRES = [
     "pytest==9.2.0",
     "gcp-storage-emulator==2026.7.19",
+    *BASELINES_REQUIRE,
 ]
 
 setuptools.setup(
@@ -42,6 +51,6 @@ setuptools.setup(
     packages=setuptools.find_namespace_packages(include=["pipeline", "transforms", "model", "model.weights"]),
     package_data={"model.weights": ["*.h5"]},  # the bundled trained readout (model.load_model("default"))
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"baselines": BASELINES_REQUIRE, "test": TEST_REQUIRES},
     entry_points={"console_scripts": ["gazecrop = pipeline.cli:main"]},
 )

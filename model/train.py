@@ -284,8 +284,8 @@ def parse_args(argv):
     p.add_argument("--short-side", type=int, default=224, help="input short side in pixels")
     p.add_argument("--features", nargs="+", default=["block4_pool", "block5_conv3"],
                    choices=CACHED_LAYERS, help="body layers the readout reads")
-    p.add_argument("--no-flips", dest="flips", action="store_false",
-                   help="no mirrored training images")
+    p.add_argument("--flips", action="store_true",
+                   help="also train on mirrored images (off: it did not help on val, see model/README.md)")
     p.add_argument("--fixed-blur", dest="learn_blur", action="store_false",
                    help="keep the blur width at its initial value")
     p.add_argument("--fixed-centre-bias", dest="learn_centre_bias", action="store_false",

@@ -13,6 +13,7 @@ import difflib
 
 from transforms.crop import parse_aspect_ratios
 from transforms.decode import DEFAULT_MAX_MEGAPIXELS
+from transforms.read import DEFAULT_MAX_INPUT_BYTES
 from transforms.write import OUTPUT_FORMATS
 
 DEFAULT_OUTPUT = "gazecrop-out"
@@ -38,7 +39,11 @@ class RunOptions:
     model: str = "default"
     batch_size: int = 16
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
     save_saliency: bool = False
+    candidates: int = 1
+    min_scale: float = 1.0
+    focus: str | None = None
 
     @property
     def demo(self) -> bool:
@@ -80,8 +85,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_megapixels", default=DEFAULT_MAX_MEGAPIXELS, type=float,
                         help="refuse images whose header declares more megapixels, before decoding "
                              "(decompression-bomb guard; 0 disables; default: %(default)s)")
+    parser.add_argument("--max_input_bytes", default=DEFAULT_MAX_INPUT_BYTES, type=int, metavar="BYTES",
+                        help="refuse larger input files, from the size the match reports, before "
+                             "reading them (0 disables; default: %(default)s)")
     parser.add_argument("--save_saliency", action="store_true",
                         help="also write each image's log-density map to ROOT/saliency/<relpath>.npy")
+    parser.add_argument("--candidates", default=1, type=int, metavar="N",
+                        help="ranked crops per ratio (rank 0 = best, the only one by default); a rank k > 0 "
+                             "is the best window overlapping every better one by at most half "
+                             "(intersection over union) and is written to <relpath>.rank<k>.<ext>; fewer "
+                             "come back where the picture leaves no such room (default: %(default)s)")
+    parser.add_argument("--min_scale", default=1.0, type=float, metavar="S",
+                        help="smallest crop tried, as a share of the largest window of the ratio (linear "
+                             "size), in (0, 1]; below 1, windows of scale 1.0, 0.9, ... >= S compete and a "
+                             "smaller one wins when it keeps nearly as much of the predicted attention "
+                             "(a small subject gets a tighter crop); never upscales (default: %(default)s)")
+    parser.add_argument("--focus", default=None, metavar="TABLE",
+                        help="CSV or Parquet table (any filesystem) of regions the crops must contain, one "
+                             "row per image: columns source (the source URI, or its path relative to the "
+                             "input root), x, y and optionally width, height, in pixels of the upright "
+                             "picture; read once when the job is built. A person's hint beats the model.")
     return parser
 
 
@@ -110,6 +133,12 @@ def parse(argv: list[str] | None) -> tuple[RunOptions, list[str]]:
         parser.error(f"--max_output_side must be >= 0. Received: --max_output_side={known.max_output_side}")
     if known.max_megapixels < 0:
         parser.error(f"--max_megapixels must be >= 0. Received: --max_megapixels={known.max_megapixels}")
+    if known.max_input_bytes < 0:
+        parser.error(f"--max_input_bytes must be >= 0. Received: --max_input_bytes={known.max_input_bytes}")
+    if known.candidates < 1:
+        parser.error(f"--candidates must be >= 1. Received: --candidates={known.candidates}")
+    if not 0.0 < known.min_scale <= 1.0:  # also refuses nan
+        parser.error(f"--min_scale must be in (0, 1]. Received: --min_scale={known.min_scale}")
     _refuse_misspelled_options(parser, beam_args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = [f"--runner={DEFAULT_RUNNER}", *beam_args]
@@ -118,5 +147,7 @@ def parse(argv: list[str] | None) -> tuple[RunOptions, list[str]]:
         aspect_ratios=known.aspect_ratios, output_format=known.output_format,
         jpeg_quality=known.jpeg_quality, max_output_side=known.max_output_side, model=known.model,
         batch_size=known.batch_size, max_megapixels=known.max_megapixels,
-        save_saliency=known.save_saliency)
+        max_input_bytes=known.max_input_bytes,
+        save_saliency=known.save_saliency, candidates=known.candidates, min_scale=known.min_scale,
+        focus=known.focus)
     return options, beam_args

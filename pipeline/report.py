@@ -149,17 +149,11 @@ def heat_overlay(bgr: np.ndarray, log_density: np.ndarray, strength=0.6) -> np.n
 
 def _saliency_uri(root: str, entry: Entry) -> Optional[str]:
     """``ROOT/saliency/<relpath>.npy`` for the entry, found from its crops' output URIs."""
-    try:
-        from transforms.write import relpath_of_output
-    except ImportError:  # the write stage's helper; same rule
-        def relpath_of_output(root, output_uri):
-            prefix = _join(root, "crops") + "/"
-            if not output_uri.startswith(prefix):
-                raise ValueError(output_uri)
-            return output_uri[len(prefix):].split("/", 1)[1].rsplit(".", 1)[0]
+    from transforms.write import relpath_of_output  # the write stage's naming rule, inverted
+
     for row in entry.rows:
         try:
-            rel = relpath_of_output(root, str(row.get("output_uri") or ""))
+            rel = relpath_of_output(root, str(row.get("output_uri") or ""), int(row.get("rank") or 0))
         except (ValueError, IndexError):
             continue
         uri = _join(root, "saliency", rel + ".npy")

@@ -17,12 +17,13 @@ import sys
 import tempfile
 
 import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.compose import GazeCrop
 from pipeline.demo import write_demo_images
 from pipeline.options import RunOptions, parse
-from transforms.crop import CropConfig
+from transforms.crop import CropConfig, read_focus_table
 from transforms.inference import DeepGazeModelHandler, describe_model
 from transforms.metadata import read_table, table_path
 from transforms.read import absolute_uri, read_input_list
@@ -60,16 +61,21 @@ def summarize(root: str) -> Summary:
 
 
 def build(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeModelHandler | None = None):
-    """Apply the job to `p`; loads the model once here to learn its version and input geometry."""
+    """Apply the job to `p`; loads the model once here to learn its version and input geometry, and
+    reads the --input_list and --focus tables once (they travel with the job)."""
     model_info = describe_model(options.model)
     listed = read_input_list(options.input_list) if options.input_list else []
+    focus = read_focus_table(options.focus) if options.focus else {}
+    crop_config = CropConfig(aspect_ratios=options.aspect_ratios, candidates=options.candidates,
+                             min_scale=options.min_scale)
     output = OutputConfig(root=absolute_uri(options.output), output_format=options.output_format,
                           jpeg_quality=options.jpeg_quality, max_output_side=options.max_output_side,
                           save_saliency=options.save_saliency, max_megapixels=options.max_megapixels)
     return p | "GazeCrop" >> GazeCrop(
         patterns=list(options.inputs), listed_uris=listed, model_info=model_info,
-        crop_config=CropConfig(aspect_ratios=options.aspect_ratios), output=output,
-        batch_size=options.batch_size, max_megapixels=options.max_megapixels, handler=handler)
+        crop_config=crop_config, focus=focus, output=output,
+        batch_size=options.batch_size, max_megapixels=options.max_megapixels,
+        max_input_bytes=options.max_input_bytes, handler=handler)
 
 
 def with_demo_inputs(options: RunOptions) -> RunOptions:
@@ -84,6 +90,12 @@ def with_demo_inputs(options: RunOptions) -> RunOptions:
     return dataclasses.replace(options, inputs=(os.path.join(directory, "*"),))
 
 
+def counter(result, name: str) -> int:
+    """A `gazecrop` Beam counter of a finished pipeline (committed where the runner reports it)."""
+    found = result.metrics().query(MetricsFilter().with_namespace("gazecrop").with_name(name))["counters"]
+    return sum((r.committed if r.committed is not None else r.attempted) or 0 for r in found)
+
+
 def run(argv: list[str] | None = None) -> Summary:
     options, beam_args = parse(argv)
     if options.demo:
@@ -94,6 +106,10 @@ def run(argv: list[str] | None = None) -> Summary:
     summary = summarize(options.output)
     for line in summary.lines(options.output):
         print(line)
+    if options.focus:
+        unmatched = counter(p.result, "focus_rows_unmatched")
+        if unmatched:
+            print(f"  --focus: {unmatched} row(s) named no input file and were ignored (logged as warnings)")
     return summary
 
 

@@ -48,3 +48,20 @@ def run_gazecrop(argv: list[str]):
 def read_tables(root) -> tuple[list[dict], list[dict]]:
     from transforms.metadata import read_table
     return read_table(str(root), "metadata").to_pylist(), read_table(str(root), "errors").to_pylist()
+
+
+def assert_accounted(metadata: list[dict], errors: list[dict], inputs: list[str], ratios: list[str],
+                     candidates: int = 1) -> None:
+    """The accounting invariant: every input ends as exactly one error row, or as metadata rows for every
+    ratio with ranks 0 .. n-1 (1 <= n <= candidates: the ranks the search produced), never both."""
+    cropped = {r["source_uri"] for r in metadata}
+    failed = [r["source_uri"] for r in errors]
+    assert len(failed) == len(set(failed)), "an input has several error rows"
+    assert not cropped & set(failed), "an input is both cropped and failed"
+    assert sorted(cropped | set(failed)) == sorted(inputs)
+    for uri in cropped:
+        rows = [r for r in metadata if r["source_uri"] == uri]
+        assert sorted({r["aspect_ratio"] for r in rows}) == sorted(ratios), uri
+        for ratio in ratios:
+            ranks = sorted(r["rank"] for r in rows if r["aspect_ratio"] == ratio)
+            assert ranks == list(range(len(ranks))) and 1 <= len(ranks) <= candidates, (uri, ratio, ranks)

@@ -24,6 +24,21 @@ def test_gazecrop_options_and_beam_options_are_split():
         parse(["--jpeg_quality", "0"])
 
 
+def test_crop_search_options(capsys):
+    options, _ = parse([])
+    assert (options.candidates, options.min_scale, options.focus) == (1, 1.0, None)
+    options, beam_args = parse(["--candidates", "3", "--min_scale", "0.5", "--focus", "gs://b/focus.csv"])
+    assert (options.candidates, options.min_scale, options.focus) == (3, 0.5, "gs://b/focus.csv")
+    assert beam_args == ["--runner=FnApiRunner"]
+    for argv, message in ((["--min_scale", "0"], "Received: --min_scale=0.0"),
+                          (["--min_scale=1.5"], "Received: --min_scale=1.5"),
+                          (["--min_scale", "nan"], "Received: --min_scale=nan"),
+                          (["--candidates", "0"], "Received: --candidates=0")):
+        with pytest.raises(SystemExit):
+            parse(argv)
+        assert capsys.readouterr().err.rstrip().endswith(message)
+
+
 def test_misspelled_gazecrop_options_are_refused_not_passed_to_beam(capsys):
     with pytest.raises(SystemExit):
         parse(["--aspect_ratio", "1:1"])

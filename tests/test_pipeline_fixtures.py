@@ -1,6 +1,7 @@
 """The whole pipeline on the FnApiRunner with the tiny model, over every fixture file.
 
-The accounting invariant: every input file ends as one metadata row per ratio or exactly one error row.
+The accounting invariant: every input file ends as one metadata row per ratio (rank 0: the default
+--candidates 1) or exactly one error row.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import read_tables, run_gazecrop
+from conftest import assert_accounted, read_tables, run_gazecrop
 
 RATIOS = ["1:1", "16:9", "9:16", "4:5"]
 # Files of corrupt/ that no decoder should accept (data/README.md): they must end as decode errors.
@@ -33,13 +34,11 @@ def fixture_run(fixtures_dir, tmp_path_factory):
 
 def test_every_input_ends_as_metadata_rows_or_one_error_row(fixture_run):
     _, summary, metadata, errors, inputs = fixture_run
+    assert_accounted(metadata, errors, inputs, RATIOS, candidates=1)
     cropped = {r["source_uri"] for r in metadata}
-    failed = [r["source_uri"] for r in errors]
-    assert len(failed) == len(set(failed)), "an input has several error rows"
-    assert not cropped & set(failed), "an input is both cropped and failed"
-    assert sorted(cropped | set(failed)) == inputs
-    for uri in cropped:
-        assert sorted(r["aspect_ratio"] for r in metadata if r["source_uri"] == uri) == sorted(RATIOS)
+    for uri in cropped:  # with one candidate: exactly one row per ratio, rank 0
+        assert sorted((r["aspect_ratio"], r["rank"]) for r in metadata if r["source_uri"] == uri) == \
+            sorted((ratio, 0) for ratio in RATIOS)
     assert (summary.read, summary.cropped, summary.crops) == (len(inputs), len(cropped), len(metadata))
     assert sum(summary.failed.values()) == len(errors)
     for row in errors:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -74,3 +75,55 @@ def test_gs_and_s3_filesystems_are_installed():
     assert type(FileSystems.get_filesystem("s3://bucket/x.jpg")).__name__ == "S3FileSystem"
     import boto3  # noqa: F401  (Beam's S3 filesystem needs it at run time)
     assert pattern_root("s3://bucket/cat/*/x.jpg") == "s3://bucket/cat/"
+
+
+# --- limits before work: --max_input_bytes ---------------------------------------------------------
+
+def test_files_over_max_input_bytes_become_one_read_error_naming_size_and_limit(tmp_path):
+    (tmp_path / "small.jpg").write_bytes(b"s" * 50)
+    (tmp_path / "big.jpg").write_bytes(b"b" * 500)
+    with TestPipeline(runner="FnApiRunner") as p:
+        sources, errors = p | ReadImages(patterns=[str(tmp_path / "*.jpg")], max_input_bytes=100)
+        assert_that(sources | "Sources" >> beam.Map(_uri_and_relpath),
+                    equal_to([(str(tmp_path / "small.jpg"), "small.jpg", 50)]), label="SmallIsRead")
+        assert_that(errors | "Errors" >> beam.Map(lambda r: (r["source_uri"], r["stage"], r["error_type"],
+                                                             r["message"])),
+                    equal_to([(str(tmp_path / "big.jpg"), "read", "InputTooLargeError",
+                               "file is 500 bytes, over --max_input_bytes=100")]), label="BigIsAnError")
+
+
+def test_the_limit_is_checked_before_reading_and_while_reading(tmp_path, monkeypatch):
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.read import InputTooLargeError, read_bytes
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 10)
+    opened = []
+    real_open = FileSystems.open
+    monkeypatch.setattr(FileSystems, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    with pytest.raises(InputTooLargeError, match="11 bytes, over --max_input_bytes=10"):
+        read_bytes(str(path), 11, 10)  # refused from the matched size: the file is never opened
+    assert opened == []
+    assert read_bytes(str(path), 10, 10) == b"x" * 10
+    path.write_bytes(b"x" * 1000)  # it grew after the match: at most limit + 1 bytes are read
+    with pytest.raises(InputTooLargeError, match="grew after it was matched at 10 bytes"):
+        read_bytes(str(path), 10, 10)
+    assert read_bytes(str(path), 10, 0) == b"x" * 1000  # 0 disables the limit
+
+
+def test_files_are_read_as_stored_never_decompressed_by_their_name(tmp_path):
+    """A `.gz` name must not make the reader inflate it (a way round --max_input_bytes)."""
+    import gzip
+
+    from transforms.read import read_bytes
+    packed = gzip.compress(b"\0" * 1_000_000)
+    (tmp_path / "bomb.jpg.gz").write_bytes(packed)
+    assert read_bytes(str(tmp_path / "bomb.jpg.gz"), len(packed), 10_000) == packed
+
+
+def test_max_input_bytes_option():
+    from pipeline.options import parse
+    assert parse(["--input", "x"])[0].max_input_bytes == 200_000_000
+    assert parse(["--input", "x", "--max_input_bytes", "0"])[0].max_input_bytes == 0
+    with pytest.raises(SystemExit):
+        parse(["--input", "x", "--max_input_bytes", "-1"])

@@ -36,6 +36,15 @@ def test_output_paths_and_relpath_round_trip():
     assert relpath_of_output("gs://b/out", uri) == "cat/a.png"
     assert relpath_of_output("out", crop_uri(os.path.abspath("out"), "1x1", "a.b.jpg", "png")) == "a.b.jpg"
     assert saliency_uri("/o", "cat/a.png") == "/o/saliency/cat/a.png.npy"
+    # Rank k > 0 candidates: <relpath>.rank<k>.<ext>; rank 0 keeps the plain name.
+    assert crop_uri("gs://b/out", "16x9", "cat/a.png", "jpg", 0) == uri
+    ranked = crop_uri("gs://b/out", "16x9", "cat/a.png", "jpg", 2)
+    assert ranked == "gs://b/out/crops/16x9/cat/a.png.rank2.jpg"
+    assert relpath_of_output("gs://b/out", ranked, 2) == "cat/a.png"
+    # A source whose own name ends in .rank1 keeps it at rank 0.
+    assert relpath_of_output("gs://b/out", crop_uri("gs://b/out", "1x1", "b.rank1", "jpg"), 0) == "b.rank1"
+    with pytest.raises(ValueError, match="rank-3"):
+        relpath_of_output("gs://b/out", ranked, 3)
 
 
 def test_source_format_keeps_jpeg_png_webp_and_writes_others_as_png():
@@ -83,6 +92,22 @@ def test_write_crops_writes_files_rows_and_saliency(tmp_path):
     assert np.array_equal(square, rgb[:, 35:125])  # PNG: lossless
     assert rows[0]["output_uri"] == str(tmp_path / "crops" / "1x1" / "sub" / "p.png.png")
     assert np.array_equal(np.load(tmp_path / "saliency" / "sub" / "p.png.npy"), log_density)
+    assert [r["rank"] for r in rows] == [0, 0]
+
+
+def test_write_crops_names_ranked_candidates(tmp_path):
+    rgb = np.random.default_rng(2).integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    image = SaliencyImage(uri="/in/p.png", relpath="p.png", data=_png(rgb), sha256="s", source_width=160,
+                          source_height=90, log_density=np.zeros((4, 4), np.float32), model_version="v")
+    crops = (Crop("1:1", 35, 0, 90, 90, 0.5), Crop("1:1", 0, 0, 90, 90, 0.3, rank=1),
+             Crop("1:1", 70, 0, 90, 90, 0.2, rank=2))
+    rows = write_crops(CroppedImage(image=image, crops=crops, focal_x=80, focal_y=45),
+                       OutputConfig(root=str(tmp_path), output_format="png"))
+    assert [(r["rank"], r["crop_x"], os.path.basename(r["output_uri"])) for r in rows] == [
+        (0, 35, "p.png.png"), (1, 0, "p.png.rank1.png"), (2, 70, "p.png.rank2.png")]
+    for row in rows:
+        x = row["crop_x"]
+        assert np.array_equal(cv2.cvtColor(cv2.imread(row["output_uri"]), cv2.COLOR_BGR2RGB), rgb[:, x:x + 90])
 
 
 def test_dead_letters_become_one_error_row_per_element():
@@ -102,6 +127,17 @@ def test_an_empty_errors_table_is_still_a_readable_file(tmp_path):
         _ = p | beam.Create([]) | WriteTable(root=str(tmp_path), name="errors", schema=ERRORS_SCHEMA)
     table = read_table(str(tmp_path), "errors")
     assert table.num_rows == 0 and table.schema.equals(ERRORS_SCHEMA)
+
+
+def test_metadata_rows_have_the_metadata_schema_columns(tmp_path):
+    from transforms.metadata import METADATA_SCHEMA
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    image = SaliencyImage(uri="/in/q.png", relpath="q.png", data=_png(rgb), sha256="s", source_width=30,
+                          source_height=20, log_density=np.zeros((4, 4), np.float32), model_version="v")
+    (row,) = write_crops(CroppedImage(image=image, crops=(Crop("1:1", 0, 0, 20, 20, 1.0),), focal_x=1,
+                                      focal_y=1), OutputConfig(root=str(tmp_path)))
+    assert list(row) == METADATA_SCHEMA.names
+    assert METADATA_SCHEMA.field("rank").type == "int32"
 
 
 def test_error_row_has_the_errors_schema_columns():

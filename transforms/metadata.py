@@ -1,6 +1,7 @@
 """Metadata stage: the metadata and errors tables, as Parquet, with explicit schemas.
 
-* `ROOT/metadata/metadata-00000-of-00001.parquet`: one row per image x aspect ratio (`METADATA_SCHEMA`).
+* `ROOT/metadata/metadata-00000-of-00001.parquet`: one row per image x aspect ratio x rank
+  (`METADATA_SCHEMA`; rank 0 only, i.e. one row per image x ratio, unless --candidates > 1).
 * `ROOT/errors/errors-00000-of-00001.parquet`: one row per image that failed (`ERRORS_SCHEMA`).
 
 Each table is one file with a fixed name, so a rerun replaces it rather than leaving shards of an older
@@ -26,6 +27,7 @@ METADATA_SCHEMA = pa.schema([
     pa.field("source_width", pa.int32(), nullable=False),  # after EXIF orientation
     pa.field("source_height", pa.int32(), nullable=False),
     pa.field("aspect_ratio", pa.string(), nullable=False),  # "16:9"
+    pa.field("rank", pa.int32(), nullable=False),  # 0 = best crop of the ratio; 1.. with --candidates > 1
     pa.field("crop_x", pa.int32(), nullable=False),  # source pixels after EXIF orientation
     pa.field("crop_y", pa.int32(), nullable=False),
     pa.field("crop_width", pa.int32(), nullable=False),

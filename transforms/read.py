@@ -5,6 +5,16 @@ Outputs are named by each file's path relative to its *input root*:
 * for a glob, the directory prefix before its first wildcard (`photos/**/*.jpg` -> `photos/`);
 * for `--input_list`, the deepest directory common to all the listed URIs;
 * for a pattern without a wildcard (one file), its directory.
+
+That relative path is made safe to join to the output root by `transforms.paths` (no `..`, no absolute
+path, escapes, length caps), and the files whose output names would collide (the same relpath under two
+roots, names equal but for Unicode normalisation or case) get a distinct suffix: the files are grouped
+by `collision_key` before they are read, which also reads a file matched by two patterns once.
+
+Limits before work: `--max_input_bytes` is checked from the size the match reported, before a byte is
+read, and again while reading (at most limit + 1 bytes are read, in case the file grew). Files are read
+as stored: never decompressed because of their name (Beam's `ReadMatches` would gunzip a `.gz`, a way
+round the byte limit).
 """
 
 from __future__ import annotations
@@ -13,16 +23,32 @@ import logging
 import os
 import posixpath
 import time
+from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.paths import collision_key, output_relpaths, safe_relpath
 from transforms.records import SourceFile, dead_letter_rows
 
 _LOGGER = logging.getLogger(__name__)
 
 _WILDCARDS = "*?["
+
+# Default of --max_input_bytes: larger files are refused before they are read (0 disables).
+DEFAULT_MAX_INPUT_BYTES = 200_000_000
+
+
+class InputTooLargeError(ValueError):
+    """The file is larger than --max_input_bytes."""
+
+
+class MatchedFile(NamedTuple):
+    """A matched input file, its output relpath (`transforms.paths`) and the size the match reported."""
+    uri: str
+    relpath: str
+    size_in_bytes: int
 
 
 def absolute_uri(uri: str) -> str:
@@ -74,12 +100,21 @@ def input_roots(patterns: list[str], listed: list[str]) -> list[str]:
     return roots
 
 
-def _keyed_by_path(metadata):
-    return metadata.path, metadata
+def _keyed_by_output_name(metadata, roots: list[str]):
+    """(collision key of the file's output name, (path, size)): files whose outputs would be one file
+    (on a case-insensitive store, too) meet in one group."""
+    relpath = relative_path(metadata.path, roots)
+    return collision_key(safe_relpath(relpath)), (metadata.path, metadata.size_in_bytes)
 
 
-def _first(values):
-    return next(iter(values), None)
+def _named_files(keyed, roots: list[str]):
+    """The files of one collision group, each once (a file matched by two patterns is read once), with
+    their output relpaths."""
+    _, files = keyed
+    sizes = dict(sorted(files))
+    names = output_relpaths((path, relative_path(path, roots)) for path in sorted(sizes))
+    for path in sorted(sizes):
+        yield MatchedFile(uri=path, relpath=names[path], size_in_bytes=sizes[path])
 
 
 class _MatchFn(beam.DoFn):
@@ -103,28 +138,46 @@ class _MatchFn(beam.DoFn):
         yield from files
 
 
-class _ReadFn(beam.DoFn):
-    """ReadableFile to SourceFile: reads the whole (compressed) file."""
+def read_bytes(uri: str, size_in_bytes: int | None, max_input_bytes: int) -> bytes:
+    """The file's bytes as stored; InputTooLargeError over `max_input_bytes` (0: no limit), from the
+    matched size before reading, else after reading at most `max_input_bytes + 1` bytes."""
+    if max_input_bytes and size_in_bytes is not None and size_in_bytes > max_input_bytes:
+        raise InputTooLargeError(f"file is {size_in_bytes} bytes, over --max_input_bytes={max_input_bytes}")
+    with FileSystems.open(uri, mime_type="application/octet-stream",
+                          compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        data = f.read(max_input_bytes + 1) if max_input_bytes else f.read()
+    if max_input_bytes and len(data) > max_input_bytes:
+        raise InputTooLargeError(f"file is over --max_input_bytes={max_input_bytes} bytes (it grew after it "
+                                 f"was matched at {size_in_bytes} bytes)")
+    return data
 
-    def __init__(self, roots: list[str]):
-        self._roots = roots
+
+class _ReadFn(beam.DoFn):
+    """MatchedFile to SourceFile: reads the whole (compressed) file, within --max_input_bytes."""
+
+    def __init__(self, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES):
+        self._max_input_bytes = max_input_bytes
         self._read = beam.metrics.Metrics.counter("gazecrop", "files_read")
         self._time = beam.metrics.Metrics.distribution("gazecrop", "read_us")
 
-    def process(self, readable: fileio.ReadableFile):
+    def process(self, matched: MatchedFile):
         start = time.perf_counter()
-        uri = readable.metadata.path
-        data = readable.read()
+        data = read_bytes(matched.uri, matched.size_in_bytes, self._max_input_bytes)
         self._read.inc()
         self._time.update(int((time.perf_counter() - start) * 1e6))
-        yield SourceFile(uri=uri, relpath=relative_path(uri, self._roots), data=data)
+        yield SourceFile(uri=matched.uri, relpath=matched.relpath, data=data)
 
 
 class ReadImages(beam.PTransform):
-    """Match the inputs and read each file. Returns `(sources, error_rows)`."""
+    """Match the inputs and read each file. Returns `(sources, error_rows)`.
 
-    def __init__(self, *, patterns: list[str], listed_uris: list[str] = ()):
+    `max_input_bytes`: larger files become an error row at stage `read`, unread (0: no limit).
+    """
+
+    def __init__(self, *, patterns: list[str], listed_uris: list[str] = (),
+                 max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES):
         super().__init__()
+        self._max_input_bytes = max_input_bytes
         patterns = [absolute_uri(p) for p in patterns]
         listed_uris = [absolute_uri(u) for u in listed_uris]
         self._inputs = patterns + listed_uris
@@ -137,11 +190,10 @@ class ReadImages(beam.PTransform):
             | "Match" >> beam.ParDo(_MatchFn()).with_exception_handling())
         sources, read_failed = (
             matched
-            | "KeyByPath" >> beam.Map(_keyed_by_path)
-            | "Dedupe" >> beam.CombinePerKey(_first)  # a file matched by two patterns is read once
-            | "Files" >> beam.Values()
-            | "ReadMatches" >> fileio.ReadMatches(skip_directories=True)
-            | "Read" >> beam.ParDo(_ReadFn(self._roots)).with_exception_handling())
+            | "KeyByOutputName" >> beam.Map(_keyed_by_output_name, self._roots)
+            | "GroupByOutputName" >> beam.GroupByKey()
+            | "NameOutputs" >> beam.FlatMap(_named_files, self._roots)
+            | "Read" >> beam.ParDo(_ReadFn(self._max_input_bytes)).with_exception_handling())
         errors = (
             (match_failed, read_failed)
             | "FailedReads" >> beam.Flatten()

@@ -44,9 +44,9 @@ class SaliencyImage(NamedTuple):
 
 
 class CroppedImage(NamedTuple):
-    """Crop stage output: the source, its saliency, its crops (one per ratio) and focal point."""
+    """Crop stage output: the source, its saliency, its crops (per ratio, ranks 0..) and focal point."""
     image: SaliencyImage
-    crops: tuple  # of transforms.crop.Crop, rank 0 only, in --aspect_ratios order
+    crops: tuple  # of transforms.crop.Crop, in --aspect_ratios order, by rank within a ratio (0 = best)
     focal_x: int
     focal_y: int
 

@@ -5,6 +5,10 @@ Layout under the output root ROOT (any Beam filesystem: local, gs://, s3://):
 * `ROOT/crops/<ratio_dirname>/<relpath>.<ext>`: one file per image and ratio, `<relpath>` being the
   source's path relative to its input root, file name and extension included (`kodak/kodim01.png` ->
   `crops/16x9/kodak/kodim01.png.jpg`), so two sources never share an output.
+* `ROOT/crops/<ratio_dirname>/<relpath>.rank<k>.<ext>`: with --candidates > 1, the rank-k candidate
+  (k >= 1) of that ratio (`crops/16x9/kodak/kodim01.png.rank1.jpg`); rank 0 keeps the name above.
+  One clash remains possible: with --candidates > k, sources `a` and `a.rank<k>` (no extension) in the
+  same folder both name `a.rank<k>.<ext>`.
 * `ROOT/saliency/<relpath>.npy` (with `--save_saliency`): the float32 log-density at model resolution.
 
 Every file is written to a temporary name beside its final path and renamed into place, so no reader
@@ -26,6 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.crop import Crop, parse_aspect_ratios, ratio_dirname
 from transforms.decode import DEFAULT_MAX_MEGAPIXELS, check_size, decode_pixels, read_header, resize_to
+from transforms.paths import check_relpath
 from transforms.read import absolute_uri
 from transforms.records import CroppedImage, dead_letter_rows, now_utc
 
@@ -77,16 +82,20 @@ def join(root: str, *parts: str) -> str:
     return FileSystems.join(root.rstrip("/"), *parts)
 
 
-def crop_uri(root: str, ratio_dir: str, relpath: str, extension: str) -> str:
-    return join(root, "crops", ratio_dir, f"{relpath}.{extension}")
+def crop_uri(root: str, ratio_dir: str, relpath: str, extension: str, rank: int = 0) -> str:
+    """`ROOT/crops/<ratio_dir>/<relpath>.<ext>` for rank 0, `<relpath>.rank<k>.<ext>` for rank k > 0."""
+    suffix = f".rank{rank}" if rank else ""
+    return join(root, "crops", ratio_dir, f"{check_relpath(relpath)}{suffix}.{extension}")
 
 
 def saliency_uri(root: str, relpath: str) -> str:
-    return join(root, "saliency", f"{relpath}.npy")
+    return join(root, "saliency", f"{check_relpath(relpath)}.npy")
 
 
-def relpath_of_output(root: str, output_uri: str) -> str:
-    """The source's relpath from one of its crops' `output_uri` (to find `ROOT/saliency/<relpath>.npy`).
+def relpath_of_output(root: str, output_uri: str, rank: int = 0) -> str:
+    """The source's relpath from one of its crops' `output_uri` (to find `ROOT/saliency/<relpath>.npy`):
+    the inverse of `crop_uri`, given the crop's `rank` (the metadata column; the `.rank<k>` suffix
+    is only stripped for that rank, since a source's own name may end in `.rank<k>`).
 
     `root` may be given relative to the working directory; `output_uri`s are absolute.
     """
@@ -94,7 +103,13 @@ def relpath_of_output(root: str, output_uri: str) -> str:
     if not output_uri.startswith(prefix):
         raise ValueError(f"{output_uri} is not under {prefix}")
     tail = output_uri[len(prefix):].split("/", 1)[1]  # drop the ratio folder
-    return tail.rsplit(".", 1)[0]
+    relpath = tail.rsplit(".", 1)[0]
+    if rank:
+        suffix = f".rank{rank}"
+        if not relpath.endswith(suffix):
+            raise ValueError(f"{output_uri} is not the name of a rank-{rank} crop")
+        relpath = relpath[:-len(suffix)]
+    return relpath
 
 
 def output_encoding(config: OutputConfig, source_format: str) -> str:
@@ -150,7 +165,7 @@ def cut(pixels: np.ndarray, crop: Crop, max_side: int) -> np.ndarray:
 
 
 def write_crops(item: CroppedImage, config: OutputConfig) -> list[dict]:
-    """Write one image's crops (and saliency map); return its metadata rows, one per ratio."""
+    """Write one image's crops (and saliency map); return its metadata rows, one per ratio and rank."""
     image = item.image
     header = read_header(image.data)
     check_size(header, config.max_megapixels)
@@ -165,7 +180,7 @@ def write_crops(item: CroppedImage, config: OutputConfig) -> list[dict]:
     for crop in item.crops:
         ratio = parse_aspect_ratios(crop.aspect_ratio)[0]
         out = cut(pixels, crop, config.max_output_side)
-        uri = crop_uri(config.root, ratio_dirname(ratio), image.relpath, extension)
+        uri = crop_uri(config.root, ratio_dirname(ratio), image.relpath, extension, crop.rank)
         write_atomically(uri, encode(out, encoding, config.jpeg_quality))
         rows.append({
             "source_uri": image.uri,
@@ -173,6 +188,7 @@ def write_crops(item: CroppedImage, config: OutputConfig) -> list[dict]:
             "source_width": image.source_width,
             "source_height": image.source_height,
             "aspect_ratio": crop.aspect_ratio,
+            "rank": crop.rank,
             "crop_x": crop.x,
             "crop_y": crop.y,
             "crop_width": crop.width,
