@@ -220,7 +220,7 @@ def _dims_bmp(rng, data) -> bool:
 
 
 def _dims_tiff(rng, data) -> bool:
-    if data[:4] not in (b"II*\0", b"MM\0*"):
+    if data[:4] not in (b"II*\0", b"MM\0*") or len(data) < 8:
         return False
     endian = "<" if data[:2] == b"II" else ">"
     ifd = struct.unpack(endian + "I", data[4:8])[0]

@@ -74,7 +74,7 @@ def test_candidates_give_ranked_distinct_crops(ranked_run, capsys):
 
 
 def test_focus_point_and_box_are_in_every_crop(ranked_run):
-    root, _, metadata, _, inputs = ranked_run
+    _, _, metadata, _, inputs = ranked_run
     point = [r for r in metadata if r["source_uri"] == inputs[0]]
     box = [r for r in metadata if r["source_uri"] == inputs[3]]
     assert sorted({r["aspect_ratio"] for r in point}) == sorted({r["aspect_ratio"] for r in box}) == sorted(RATIOS)

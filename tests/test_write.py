@@ -41,7 +41,7 @@ def test_output_paths_and_relpath_round_trip():
     ranked = crop_uri("gs://b/out", "16x9", "cat/a.png", "jpg", 2)
     assert ranked == "gs://b/out/crops/16x9/cat/a.png.rank2.jpg"
     assert relpath_of_output("gs://b/out", ranked, 2) == "cat/a.png"
-    # A source whose own name ends in .rank1 keeps it at rank 0.
+    # Rank 0 strips nothing: the rank column, not the name, says which crop a file is.
     assert relpath_of_output("gs://b/out", crop_uri("gs://b/out", "1x1", "b.rank1", "jpg"), 0) == "b.rank1"
     with pytest.raises(ValueError, match="rank-3"):
         relpath_of_output("gs://b/out", ranked, 3)

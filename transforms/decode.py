@@ -15,8 +15,11 @@ Both apply the same steps, in this order, so the model input and the crops see t
 1. `read_header`: Pillow's lazy `Image.open` reads only the header (format, size, mode, EXIF
    orientation). Pillow is used for nothing else here but formats OpenCV cannot read (see step 3).
 2. `check_size`: the decompression-bomb guard, `--max_megapixels`, from the header, before any pixel is
-   decoded. It replaces Pillow's own guard (`Image.MAX_IMAGE_PIXELS`, lifted when this module is
-   imported) so that the one limit a user sets is the one that applies.
+   decoded. Pillow's own guard (`Image.MAX_IMAGE_PIXELS`) is set to the same limit while `read_header`
+   opens the file (`_pillow_open`), so that the one limit a user sets is the one that applies, and so
+   that Pillow refuses before it allocates: opening a GIF allocates a buffer of its first frame's
+   extent (the disposal background), which a 60-byte file can declare 65535x65535; without Pillow's
+   guard that open took 4-15 s and 3-4 GB before `check_size` ran (found by tests/test_decode_fuzz.py).
 3. OpenCV decodes with `IMREAD_IGNORE_ORIENTATION` (we apply the EXIF orientation ourselves, from the
    same header that gave the geometry). OpenCV reads JPEG (CMYK included), PNG (palette, 1-bit, 16-bit,
    alpha), WebP, TIFF, BMP, PNM and the first frame of a GIF. Other formats Pillow recognises (ICO, TGA,
@@ -32,7 +35,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import re
+import threading
 import time
+import warnings
 from collections.abc import Callable
 
 import apache_beam as beam
@@ -42,9 +48,10 @@ from PIL import Image
 
 from transforms.records import DecodedImage, SourceFile, dead_letter_rows
 
-# Our own --max_megapixels guard (check_size) runs on every header before decoding; Pillow's guard would
-# refuse images between its limit (179 MP) and the user's before ours could say why.
-Image.MAX_IMAGE_PIXELS = None
+# Pillow's guard is set per open to the caller's --max_megapixels (`_pillow_open`); its warning below
+# that limit says nothing our guard does not.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+_PILLOW_GUARD = threading.Lock()  # Image.MAX_IMAGE_PIXELS is a process-wide setting
 
 # Default of --max_megapixels. The biggest valid fixture is a 100-megapixel JPEG; 200 MP of RGB is 600 MB
 # when the writer decodes it at full resolution, which a worker with a few GB per core can afford.
@@ -117,15 +124,51 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_header(data: bytes) -> ImageHeader:
-    """Format, stored size, mode and EXIF orientation from the header alone (no pixel is decoded)."""
+def _pillow_open(data: bytes, max_pixels: float) -> Image.Image:
+    """`Image.open` with Pillow's decompression-bomb guard at `max_pixels` (0: none), which Pillow
+    checks on the declared size before it allocates anything for it (ImageTooLargeError)."""
+    with _PILLOW_GUARD:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels / 2 if max_pixels else None  # Pillow raises over twice this
+        try:
+            return Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            declared = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f"{int(declared.group(1)) / 1e6:.1f} megapixels" if declared else "an image too large"
+            raise ImageTooLargeError(f"{_sniff_format(data)} header declares {size}, over --max_megapixels="
+                                     f"{max_pixels / 1e6:g} (refused while reading the header)") from exc
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _sniff_format(data: bytes) -> str:
+    """The Pillow format name whose signature `data` starts with (for messages), "image" if none."""
+    Image.init()
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        try:
+            if accept and accept(data[:32]) is True:
+                return name
+        except Exception:  # noqa: BLE001 (a format's signature test; only used to word a message)
+            continue
+    return "image"
+
+
+def read_header(data: bytes, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> ImageHeader:
+    """Format, stored size, mode and EXIF orientation from the header alone (no pixel is decoded).
+
+    `max_megapixels` (0: no limit) bounds what Pillow may allocate while it reads the header; the
+    caller still applies `check_size` (Pillow checks some formats' sizes, not all).
+    """
     if not data:
         raise NotAnImageError("empty file (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with _pillow_open(data, max_megapixels * 1e6) as image:
             orientation = _orientation(image)
             return ImageHeader(format=image.format or "unknown", mode=image.mode, width=image.width,
                                height=image.height, orientation=orientation)
+    except DecodeError:
+        raise
     except Image.UnidentifiedImageError as exc:
         raise NotAnImageError(f"not a recognised image format ({len(data)} bytes)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -216,11 +259,13 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
 def decode_pixels(data: bytes, header: ImageHeader, reduction: int = 1) -> np.ndarray:
     """Decode to uint8 RGB, EXIF orientation applied; `reduction` > 1 only for JPEG."""
     if header.format not in OPENCV_FORMATS:
-        pixels = _decode_with_pillow(data)
+        pixels = _decode_with_pillow(data, header.width * header.height)
         if pixels.shape[:2] != (header.height, header.width):
             raise CorruptImageError(f"the header declares {header.width}x{header.height} but Pillow decoded "
                                     f"{pixels.shape[1]}x{pixels.shape[0]}")
         return apply_orientation(pixels, header.orientation)
+    if header.format == "PNG":
+        check_png_chunks(data)
     buffer = np.frombuffer(data, dtype=np.uint8)
     if reduction > 1:
         flags = _REDUCED_FLAGS[reduction] | cv2.IMREAD_IGNORE_ORIENTATION
@@ -241,14 +286,37 @@ def decode_pixels(data: bytes, header: ImageHeader, reduction: int = 1) -> np.nd
     return apply_orientation(to_rgb8(image), header.orientation)
 
 
-def _decode_with_pillow(data: bytes) -> np.ndarray:
-    """First frame of a format OpenCV has no reader for, as uint8 RGB (alpha on white)."""
+def check_png_chunks(data: bytes) -> None:
+    """CorruptImageError if a PNG chunk declares more bytes than the file has left.
+
+    OpenCV's PNG reader allocates each chunk's declared length before reading it: a 57-byte PNG whose
+    IDAT length says 1 GB made one decode take 1.4 s and 1 GB (tests/test_decode_fuzz.py found it).
+    Walking the chunk list costs microseconds.
+    """
+    position = 8  # after the signature
+    while position + 8 <= len(data):
+        length = int.from_bytes(data[position:position + 4], "big")
+        kind = data[position + 4:position + 8]
+        left = len(data) - position - 12
+        if length > left:
+            raise CorruptImageError(f"PNG chunk {kind.decode('latin-1')!r} declares {length} bytes, the file "
+                                    f"has {max(left, 0)} left: truncated or damaged")
+        if kind == b"IEND":
+            return
+        position += 12 + length
+
+
+def _decode_with_pillow(data: bytes, max_pixels: int) -> np.ndarray:
+    """First frame of a format OpenCV has no reader for, as uint8 RGB (alpha on white); Pillow may
+    allocate no more than the `max_pixels` the checked header declared."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with _pillow_open(data, max_pixels) as image:
             image.seek(0)
             has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
             image = image.convert("RGBA" if has_alpha else "RGB")
             array = np.asarray(image)
+    except DecodeError:
+        raise
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise CorruptImageError(f"Pillow could not decode this image: {exc}") from exc
     if array.shape[2] == 4:
@@ -258,7 +326,7 @@ def _decode_with_pillow(data: bytes) -> np.ndarray:
 
 def decode_full(data: bytes, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
     """The full-resolution source as uint8 RGB (h, w, 3), EXIF orientation applied."""
-    header = read_header(data)
+    header = read_header(data, max_megapixels)
     check_size(header, max_megapixels)
     return decode_pixels(data, header)
 
@@ -269,7 +337,7 @@ def decode_for_model(data: bytes, *, input_size: Callable[[int, int], tuple[int,
 
     `input_size` is the model's `input_size(height, width) -> (h, w)`.
     """
-    header = read_header(data)
+    header = read_header(data, max_megapixels)
     check_size(header, max_megapixels)
     width, height = header.oriented_size
     target_h, target_w = input_size(height, width)

@@ -7,8 +7,8 @@ Layout under the output root ROOT (any Beam filesystem: local, gs://, s3://):
   `crops/16x9/kodak/kodim01.png.jpg`), so two sources never share an output.
 * `ROOT/crops/<ratio_dirname>/<relpath>.rank<k>.<ext>`: with --candidates > 1, the rank-k candidate
   (k >= 1) of that ratio (`crops/16x9/kodak/kodim01.png.rank1.jpg`); rank 0 keeps the name above.
-  One clash remains possible: with --candidates > k, sources `a` and `a.rank<k>` (no extension) in the
-  same folder both name `a.rank<k>.<ext>`.
+  (`transforms.paths` escapes a source name's own `.rank<k>` ending, so source `a.rank1`'s crop is
+  never the rank-1 crop of source `a`.)
 * `ROOT/saliency/<relpath>.npy` (with `--save_saliency`): the float32 log-density at model resolution.
 
 Every file is written to a temporary name beside its final path and renamed into place, so no reader
@@ -94,8 +94,8 @@ def saliency_uri(root: str, relpath: str) -> str:
 
 def relpath_of_output(root: str, output_uri: str, rank: int = 0) -> str:
     """The source's relpath from one of its crops' `output_uri` (to find `ROOT/saliency/<relpath>.npy`):
-    the inverse of `crop_uri`, given the crop's `rank` (the metadata column; the `.rank<k>` suffix
-    is only stripped for that rank, since a source's own name may end in `.rank<k>`).
+    the inverse of `crop_uri`, given the crop's `rank` (the metadata column: the `.rank<k>` suffix is
+    stripped for that rank only, so the name alone never decides which crop a file is).
 
     `root` may be given relative to the working directory; `output_uri`s are absolute.
     """
@@ -167,7 +167,7 @@ def cut(pixels: np.ndarray, crop: Crop, max_side: int) -> np.ndarray:
 def write_crops(item: CroppedImage, config: OutputConfig) -> list[dict]:
     """Write one image's crops (and saliency map); return its metadata rows, one per ratio and rank."""
     image = item.image
-    header = read_header(image.data)
+    header = read_header(image.data, config.max_megapixels)
     check_size(header, config.max_megapixels)
     pixels = decode_pixels(image.data, header)
     if (pixels.shape[1], pixels.shape[0]) != (image.source_width, image.source_height):
