@@ -38,6 +38,7 @@ BASELINES_REQUIRE = [
 # The baselines are in the test extra too, so their tests run in CI rather than being skipped.
 TEST_REQUIRES = [
     "pytest==9.2.0",
+    "hypothesis==6.170.15",  # property tests of output names (tests/test_paths.py)
     "gcp-storage-emulator==2026.7.19",
     *BASELINES_REQUIRE,
 ]

@@ -18,7 +18,8 @@ import tempfile
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions, StandardOptions,
+                                                  TestOptions)
 
 from pipeline.compose import GazeCrop
 from pipeline.demo import write_demo_images
@@ -96,6 +97,19 @@ def counter(result, name: str) -> int:
     return sum((r.committed if r.committed is not None else r.attempted) or 0 for r in found)
 
 
+def built_only(pipeline_options: PipelineOptions) -> str | None:
+    """Why the runner only built the job and ran nothing, or None: Dataflow's `--dry_run=True` (job
+    graph built, not submitted) and `--template_location` (a classic template written, not run)."""
+    if "dataflow" not in str(pipeline_options.view_as(StandardOptions).runner).lower():
+        return None
+    if pipeline_options.view_as(TestOptions).dry_run:
+        return "dry run: Dataflow job graph built, not submitted"
+    template = pipeline_options.view_as(GoogleCloudOptions).template_location
+    if template:
+        return f"Dataflow template written to {template}, not run"
+    return None
+
+
 def run(argv: list[str] | None = None) -> Summary:
     options, beam_args = parse(argv)
     if options.demo:
@@ -103,6 +117,10 @@ def run(argv: list[str] | None = None) -> Summary:
     pipeline_options = PipelineOptions(beam_args)
     with beam.Pipeline(options=pipeline_options) as p:
         build(p, options)
+    not_run = built_only(pipeline_options)
+    if not_run:  # nothing ran, so there are no tables to summarise
+        print(f"gazecrop: {not_run}")
+        return Summary(read=0, cropped=0, crops=0, failed={})
     summary = summarize(options.output)
     for line in summary.lines(options.output):
         print(line)

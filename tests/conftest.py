@@ -17,6 +17,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: end-to-end run with the real bundled model (slower)")
     config.addinivalue_line("markers", "gcs: talks to a local GCS API server (gcp-storage-emulator)")
     config.addinivalue_line("filterwarnings", "ignore:cannot collect test class 'TestPipeline'")
+    # transforms/decode.py sets Pillow's guard to --max_megapixels and ignores its below-limit warning.
+    config.addinivalue_line("filterwarnings", "ignore::PIL.Image.DecompressionBombWarning")
 
 
 @pytest.fixture(scope="session")
