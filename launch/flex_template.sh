@@ -42,7 +42,8 @@ TIME_ZONE="${TIME_ZONE:-Etc/UTC}"
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Worker settings every launch carries (the same GPU settings as launch/dataflow.sh).
+# Worker settings every launch carries (pipeline options travel as template parameters; `^~^` makes
+# `~` gcloud's list separator instead of `,`, which values such as aspect_ratios=1:1,16:9 contain).
 additional_experiments="use_runner_v2,no_use_multiple_sdk_containers"
 service_options="worker_accelerator=type:${GPU_TYPE};count:${GPU_COUNT};install-nvidia-driver"
 
@@ -72,14 +73,13 @@ case "$what" in
       --project="$PROJECT" \
       --region="$REGION" \
       --template-file-gcs-location="$TEMPLATE" \
-      --parameters="^~^input=${input}~output=${output}" \
       --additional-experiments="$additional_experiments" \
       --additional-user-labels=app=gazecrop \
       --worker-machine-type="$MACHINE_TYPE" \
       --max-workers="$MAX_WORKERS" \
       --temp-location="gs://${BUCKET}/temp" \
       --staging-location="gs://${BUCKET}/staging" \
-      --parameters="^~^sdk_container_image=${IMAGE}~dataflow_service_options=${service_options}~number_of_worker_harness_threads=1" \
+      --parameters="^~^input=${input}~output=${output}~sdk_container_image=${IMAGE}~dataflow_service_options=${service_options}~number_of_worker_harness_threads=1" \
       "$@"
     ;;
   schedule)

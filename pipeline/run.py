@@ -28,6 +28,7 @@ from transforms.crop import CropConfig, read_focus_table
 from transforms.inference import DeepGazeModelHandler, describe_model
 from transforms.metadata import read_table, table_path
 from transforms.read import absolute_uri, read_input_list
+from transforms.select import rekey_focus_table
 from transforms.write import OutputConfig, join
 
 _LOGGER = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def build(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeModelHandle
     reads the --input_list and --focus tables once (they travel with the job)."""
     model_info = describe_model(options.model)
     listed = read_input_list(options.input_list) if options.input_list else []
-    focus = read_focus_table(options.focus) if options.focus else {}
+    focus = rekey_focus_table(read_focus_table(options.focus)) if options.focus else {}
     crop_config = CropConfig(aspect_ratios=options.aspect_ratios, candidates=options.candidates,
                              min_scale=options.min_scale)
     output = OutputConfig(root=absolute_uri(options.output), output_format=options.output_format,

@@ -7,7 +7,9 @@ import numpy as np
 
 from transforms.crop import CropConfig, Focus
 from transforms.records import SaliencyImage, SourceFile
-from transforms.select import focus_key, focus_keys_found, select_crops, unmatched_focus_keys
+from transforms.paths import safe_relpath
+from transforms.select import (focus_key, focus_keys_found, rekey_focus_table, select_crops,
+                               unmatched_focus_keys)
 
 
 def _image(uri, relpath, width, height, seed):
@@ -47,3 +49,13 @@ def test_focus_rows_naming_no_input():
     assert focus_keys_found(SourceFile("gs://b/in/b.jpg", "b.jpg", b""), keys=keys) == ["b.jpg"]
     assert unmatched_focus_keys({"gs://b/in/a.jpg", "b.jpg"}, keys=keys) == ["nowhere.jpg"]
     assert unmatched_focus_keys(set(), keys=keys) == sorted(keys)
+
+
+def test_focus_keys_by_relative_path_follow_the_output_naming_rule():
+    hint = Focus.coerce([1, 2])
+    table = rekey_focus_table({"gs://b/x.jpg": hint, "/abs/y.jpg": hint, "-rf/caf\u0065\u0301 100%.jpg": hint})
+    assert set(table) == {"gs://b/x.jpg", "/abs/y.jpg", safe_relpath("-rf/caf\u00e9 100%.jpg")}
+    # the raw relative path a person writes now finds the image, whose relpath is the escaped one
+    relpath = safe_relpath("-rf/caf\u00e9 100%.jpg")
+    assert relpath != "-rf/caf\u00e9 100%.jpg"
+    assert focus_key(table, "/in/-rf/caf\u00e9 100%.jpg", relpath) == relpath

@@ -13,6 +13,7 @@ by `LogUnmatchedFocusRows`; they change nothing else.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -21,9 +22,19 @@ import numpy as np
 
 from transforms.crop import CropConfig, Focus, choose_crops, focal_point
 from transforms.inference import group_by_shape_of
+from transforms.paths import safe_relpath
 from transforms.records import CroppedImage, SaliencyImage, SourceFile, dead_letter_rows
 
 _LOGGER = logging.getLogger(__name__)
+
+
+def rekey_focus_table(focus: Mapping[str, Focus]) -> dict[str, Focus]:
+    """The --focus table keyed the way images are named: a key that is a source URI (a scheme, or an
+    absolute local path) stays as it is; a path relative to the input root is mapped through
+    `transforms.paths.safe_relpath`, the rule that names outputs (unicode normalisation, escapes), so
+    the raw relative path a person writes matches an image whose output name had to be escaped."""
+    return {key if "://" in key or os.path.isabs(key) else safe_relpath(key): value
+            for key, value in focus.items()}
 
 
 def focus_key(focus: Mapping[str, Focus], uri: str, relpath: str) -> str | None:
