@@ -8,8 +8,9 @@
 # Run it from the repository root with the project installed (`pip install -e .`), on Python 3.11 with
 # apache-beam 2.77.0: the machine that submits builds the job graph, and the workers run the image built
 # from launch/Dockerfile (same Beam, same Python). Every argument after the options below is passed on
-# to `python -m pipeline.run` (gazecrop's options and any Beam/Dataflow option, which then overrides the
-# default here: Beam keeps the last value given).
+# to `python -m pipeline.run` (gazecrop's options and any Beam/Dataflow option): a single-valued option
+# given again overrides the default here (the last value wins); list options (--experiments,
+# --dataflow_service_options) add to these, so change the GPU through GPU_TYPE/GPU_COUNT.
 #
 # Environment (defaults in brackets):
 #   PROJECT        Google Cloud project                                  [gcloud config get-value project]

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import apache_beam
 import pytest
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.portability.api import beam_runner_api_pb2
 
 from conftest import run_gazecrop
 from test_gcs import BUCKET, _MetadataStub, gcs_server  # noqa: F401 (gcs_server is a fixture)
@@ -130,7 +132,6 @@ def test_dry_run_builds_the_whole_job_graph_offline(no_network, captured_jobs, m
     for stage in STAGES:
         assert f"GazeCrop/{stage}" in names, stage
     assert any(n.startswith("GazeCrop/PredictSaliency/") and "RunInference" in n for n in names)
-    from apache_beam.portability.api import beam_runner_api_pb2
     images = {beam_runner_api_pb2.DockerPayload.FromString(env.payload).container_image
               for env in job.proto_pipeline.components.environments.values() if env.payload}
     assert images == {IMAGE}
@@ -151,16 +152,23 @@ def test_template_generated_to_local_file_with_staging_on_loopback_gcs(
     run_gazecrop(cmd[3:])
     assert f"Dataflow template written to {template}" in capsys.readouterr().out
     spec = json.loads(template.read_text())
-    steps = json.dumps(spec)
-    for stage in STAGES + ["RunInference"]:
-        assert stage in steps, stage
-    assert spec["environment"]["sdkPipelineOptions"]["options"]["sdk_container_image"] == IMAGE
-    # Staged on the loopback GCS server: the pipeline proto and the sdist that --setup_file built.
-    from apache_beam.io.filesystems import FileSystems
-    staged = [m.path.rsplit("/", 1)[1]
-              for m in FileSystems.match([f"{gcs_server}/staging/gazecrop-template-test*/**"])[0].metadata_list]
-    assert "pipeline.pb" in staged
-    assert "workflow.tar.gz" in staged
+    assert spec["name"] == "gazecrop-template-test" and spec["type"] == "JOB_TYPE_BATCH"
+    (pool,) = spec["environment"]["workerPools"]
+    assert pool["workerHarnessContainerImage"] == IMAGE and pool["machineType"] == "g2-standard-4"
+    assert pool["numThreadsPerWorker"] == 1
+    options = spec["environment"]["sdkPipelineOptions"]["options"]
+    assert options["dataflow_service_options"] == ["worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"]
+    # Runner v2 templates carry the job graph as a staged pipeline proto, not as steps in the JSON.
+    staged = {m.path.rsplit("/", 1)[1]: m.path
+              for m in FileSystems.match([f"{gcs_server}/staging/gazecrop-template-test.*/*"])[0].metadata_list}
+    assert {"pipeline.pb", "workflow.tar.gz", "submission_environment_dependencies.txt"} <= set(staged)
+    assert {p["name"] for p in pool["packages"]} >= {"workflow.tar.gz"}  # the sdist --setup_file built
+    with FileSystems.open(staged["pipeline.pb"]) as f:
+        proto = beam_runner_api_pb2.Pipeline.FromString(f.read())
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    for stage in STAGES:
+        assert f"GazeCrop/{stage}" in names, stage
+    assert any(n.startswith("GazeCrop/PredictSaliency/") and "RunInference" in n for n in names)
     assert any(p.endswith("/token") for p in _MetadataStub.paths)  # credentials came from the loopback stub
 
 
