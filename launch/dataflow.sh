@@ -13,14 +13,7 @@
 # --dataflow_service_options) add to these, so change the GPU through GPU_TYPE/GPU_COUNT.
 #
 # Environment (defaults in brackets):
-#   PROJECT        Google Cloud project                                  [gcloud config get-value project]
-#   REGION         Dataflow region (must offer L4 GPUs)                  [us-central1]
-#   BUCKET         bucket for temp/ and staging/ (no gs://)             [${PROJECT}-gazecrop]
-#   IMAGE          worker image built from launch/Dockerfile            [${REGION}-docker.pkg.dev/${PROJECT}/gazecrop/worker:latest]
-#   MACHINE_TYPE   worker machine type; g2-standard-* carry L4 GPUs      [g2-standard-4]
-#   GPU_TYPE       accelerator type                                      [nvidia-l4]
-#   GPU_COUNT      GPUs per worker                                       [1]
-#   MAX_WORKERS    autoscaling ceiling                                   [4]
+#   PROJECT, REGION, BUCKET, IMAGE, MACHINE_TYPE, GPU_TYPE, GPU_COUNT, MAX_WORKERS: see launch/gcp_settings.sh
 #   JOB_NAME       Dataflow job name                                     [gazecrop-<UTC timestamp>]
 #   PYTHON         interpreter that builds the job                       [python]
 #   DRY            1: print the command instead of running it (same as --print) [0]
@@ -36,24 +29,8 @@ for arg in "$@"; do
   if [[ "$arg" == "--print" ]]; then DRY=1; else args+=("$arg"); fi
 done
 
-if [[ -z "${PROJECT:-}" ]]; then
-  if [[ "$DRY" == "1" ]]; then
-    PROJECT="my-project"
-  else
-    PROJECT="$(gcloud config get-value project 2>/dev/null || true)"
-  fi
-fi
-if [[ -z "${PROJECT}" ]]; then
-  echo "dataflow.sh: set PROJECT (or 'gcloud config set project ...')" >&2
-  exit 2
-fi
-REGION="${REGION:-us-central1}"
-BUCKET="${BUCKET:-${PROJECT}-gazecrop}"
-IMAGE="${IMAGE:-${REGION}-docker.pkg.dev/${PROJECT}/gazecrop/worker:latest}"
-MACHINE_TYPE="${MACHINE_TYPE:-g2-standard-4}"
-GPU_TYPE="${GPU_TYPE:-nvidia-l4}"
-GPU_COUNT="${GPU_COUNT:-1}"
-MAX_WORKERS="${MAX_WORKERS:-4}"
+# shellcheck source=launch/gcp_settings.sh
+source "$(dirname "${BASH_SOURCE[0]}")/gcp_settings.sh"
 JOB_NAME="${JOB_NAME:-gazecrop-$(date -u +%Y%m%d-%H%M%S)}"
 PYTHON="${PYTHON:-python}"
 

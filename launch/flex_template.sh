@@ -9,10 +9,8 @@
 # Before `build`: build and push the worker image (it is also the template's launcher image):
 #   docker build -f launch/Dockerfile -t "$IMAGE" . && docker push "$IMAGE"
 #
-# Environment (defaults as in launch/dataflow.sh):
-#   PROJECT, REGION [us-central1], BUCKET [${PROJECT}-gazecrop],
-#   IMAGE [${REGION}-docker.pkg.dev/${PROJECT}/gazecrop/worker:latest],
-#   MACHINE_TYPE [g2-standard-4], GPU_TYPE [nvidia-l4], GPU_COUNT [1], MAX_WORKERS [4],
+# Environment: PROJECT, REGION, BUCKET, IMAGE, MACHINE_TYPE, GPU_TYPE, GPU_COUNT, MAX_WORKERS as in
+#   launch/gcp_settings.sh; and
 #   TEMPLATE [gs://${BUCKET}/templates/gazecrop.json],
 #   SCHEDULE [0 2 * * *] (cron, TIME_ZONE [Etc/UTC]), SCHEDULER_SA (service account that launches
 #   the nightly job; needs roles/dataflow.admin and to act as the worker service account),
@@ -25,17 +23,8 @@ DRY="${DRY:-0}"
 if [[ "${1:-}" == "--print" ]]; then DRY=1; shift; fi
 what="${1:-}"; shift || true
 
-if [[ -z "${PROJECT:-}" ]]; then
-  if [[ "$DRY" == "1" ]]; then PROJECT="my-project"; else PROJECT="$(gcloud config get-value project 2>/dev/null || true)"; fi
-fi
-[[ -n "${PROJECT}" ]] || { echo "flex_template.sh: set PROJECT" >&2; exit 2; }
-REGION="${REGION:-us-central1}"
-BUCKET="${BUCKET:-${PROJECT}-gazecrop}"
-IMAGE="${IMAGE:-${REGION}-docker.pkg.dev/${PROJECT}/gazecrop/worker:latest}"
-MACHINE_TYPE="${MACHINE_TYPE:-g2-standard-4}"
-GPU_TYPE="${GPU_TYPE:-nvidia-l4}"
-GPU_COUNT="${GPU_COUNT:-1}"
-MAX_WORKERS="${MAX_WORKERS:-4}"
+# shellcheck source=launch/gcp_settings.sh
+source "$(dirname "${BASH_SOURCE[0]}")/gcp_settings.sh"
 TEMPLATE="${TEMPLATE:-gs://${BUCKET}/templates/gazecrop.json}"
 SCHEDULE="${SCHEDULE:-0 2 * * *}"
 TIME_ZONE="${TIME_ZONE:-Etc/UTC}"
