@@ -44,8 +44,8 @@ class ModelInfo:
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """The model's input (h, w) for a source of (height, width): the model's own rule, which
         depends only on `short_side` (tests/test_inference.py checks it against a loaded model)."""
-        from model.loading import SaliencyModel
-        return SaliencyModel.input_size(self, height, width)
+        from model.loading import input_size
+        return input_size(height, width, self.short_side)
 
 
 # TensorFlow otherwise reserves nearly all GPU memory in the first process that touches the GPU (here
