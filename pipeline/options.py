@@ -142,12 +142,8 @@ def parse(argv: list[str] | None) -> tuple[RunOptions, list[str]]:
     _refuse_misspelled_options(parser, beam_args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = [f"--runner={DEFAULT_RUNNER}", *beam_args]
-    options = RunOptions(
-        inputs=tuple(known.inputs), input_list=known.input_list, output=known.output,
-        aspect_ratios=known.aspect_ratios, output_format=known.output_format,
-        jpeg_quality=known.jpeg_quality, max_output_side=known.max_output_side, model=known.model,
-        batch_size=known.batch_size, max_megapixels=known.max_megapixels,
-        max_input_bytes=known.max_input_bytes,
-        save_saliency=known.save_saliency, candidates=known.candidates, min_scale=known.min_scale,
-        focus=known.focus)
+    # Every RunOptions field is the dest of one option above, so a new option cannot be parsed and then
+    # silently left at its default here.
+    values = {field.name: getattr(known, field.name) for field in dataclasses.fields(RunOptions)}
+    options = RunOptions(**{**values, "inputs": tuple(known.inputs)})
     return options, beam_args
