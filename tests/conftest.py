@@ -67,3 +67,11 @@ def assert_accounted(metadata: list[dict], errors: list[dict], inputs: list[str]
         for ratio in ratios:
             ranks = sorted(r["rank"] for r in rows if r["aspect_ratio"] == ratio)
             assert ranks == list(range(len(ranks))) and 1 <= len(ranks) <= candidates, (uri, ratio, ranks)
+
+
+@pytest.fixture(scope="module")
+def gcs_server(tmp_path_factory):
+    """`gs://BUCKET` on a real GCS API server on loopback (tests/servers.py), stopped after the module."""
+    from servers import gcs_emulator
+    with gcs_emulator(tmp_path_factory.mktemp("no-gcloud-config")) as bucket:
+        yield bucket

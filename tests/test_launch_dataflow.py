@@ -1,6 +1,6 @@
 """Dataflow launch, offline: launch/dataflow.sh's command builds the whole job graph with
 `--dry_run=True`; a classic template is generated to a local file with staging on the loopback GCS
-server (tests/test_gcs.py's fixture); launch/Dockerfile and the Flex Template files agree with the
+server (tests/servers.py); launch/Dockerfile and the Flex Template files agree with the
 project. No request leaves the machine: `no_network` refuses every name lookup and connection that is
 not loopback. Nothing here talks to the real Dataflow service or builds the container image.
 """
@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.portability.api import beam_runner_api_pb2
 
 from conftest import run_gazecrop
-from test_gcs import BUCKET, _MetadataStub, gcs_server  # noqa: F401 (gcs_server is a fixture)
+from servers import BUCKET, MetadataStub
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch"
@@ -169,7 +169,7 @@ def test_template_generated_to_local_file_with_staging_on_loopback_gcs(
     for stage in STAGES:
         assert f"GazeCrop/{stage}" in names, stage
     assert any(n.startswith("GazeCrop/PredictSaliency/") and "RunInference" in n for n in names)
-    assert any(p.endswith("/token") for p in _MetadataStub.paths)  # credentials came from the loopback stub
+    assert any(p.endswith("/token") for p in MetadataStub.paths)  # credentials came from the loopback stub
 
 
 def test_dockerfile_agrees_with_beam_python_and_setup_py():
