@@ -1,15 +1,19 @@
 """The composed pipeline: read -> decode -> RunInference -> crops -> write, and the two tables.
 
 ```
-inputs ─▶ ReadImages ─▶ DecodeImages ─▶ PredictSaliency ─▶ SelectCrops ─▶ WriteCrops ─▶ metadata table
-              │              │                │                 │              │
-              └──────────────┴────────────────┴─────────────────┴──────────────┴─▶ errors table
+inputs ─▶ MatchImages ─▶ [SkipUnchanged] ─▶ ReadImages ─▶ DecodeImages ─▶ PredictSaliency ─▶ SelectCrops ─▶ WriteCrops ─▶ metadata table
+              │               │ old rows kept    │              │                │                 │              │
+              │               └──────────────────┼──────────────┼────────────────┼─────────────────┼──────────────┼─▶ (both tables)
+              └──────────────────────────────────┴──────────────┴────────────────┴─────────────────┴──────────────┴─▶ errors table
 ```
 
 Every stage returns its results and its error rows; all error rows go to the one errors table, so every
 input ends as metadata rows (one per ratio and produced rank) or exactly one error row. With a --focus
 table, the read stage's files also go to `LogUnmatchedFocusRows`, which logs the table's rows that name
 no input file.
+
+With `incremental=True` the matched files first meet the existing tables (`transforms.incremental`):
+files already done skip every stage, and their old rows join this run's rows in the rewritten tables.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ from collections.abc import Mapping
 
 import apache_beam as beam
 
-from transforms.crop import CropConfig, Focus
+from pipeline.progress import Tick
+from transforms.crop import CropConfig, Focus, ratio_label
 from transforms.decode import DEFAULT_MAX_MEGAPIXELS, DecodeImages
 from transforms.inference import DeepGazeModelHandler, ModelInfo, PredictSaliency
 from transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA, WriteTable
-from transforms.read import DEFAULT_MAX_INPUT_BYTES, ReadImages
+from transforms.incremental import SkipUnchanged
+from transforms.read import DEFAULT_MAX_INPUT_BYTES, MatchImages, ReadMatchedFiles
 from transforms.select import LogUnmatchedFocusRows, SelectCrops
-from transforms.write import OutputConfig, WriteCrops
+from transforms.write import OutputConfig, WriteCrops, settings_id
 
 
 class GazeCrop(beam.PTransform):
@@ -41,6 +47,9 @@ class GazeCrop(beam.PTransform):
       max_megapixels: decompression-bomb guard.
       max_input_bytes: larger input files are refused before they are read (0: no limit).
       handler: the ModelHandler; default `DeepGazeModelHandler(model_info, max_batch_size=batch_size)`.
+      incremental: skip the images the tables under `output.root` already hold for this model and these
+        settings, and keep their rows (`transforms.incremental`).
+      progress_path: a local file that gets one byte per image accounted for (`pipeline.progress`).
     """
 
     def __init__(self, *, patterns: list[str], listed_uris: list[str] = (), model_info: ModelInfo,
@@ -48,7 +57,8 @@ class GazeCrop(beam.PTransform):
                  output: OutputConfig, batch_size: int = 16,
                  max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
                  max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
-                 handler: DeepGazeModelHandler | None = None):
+                 handler: DeepGazeModelHandler | None = None, incremental: bool = False,
+                 progress_path: str | None = None):
         super().__init__()
         self._patterns = list(patterns)
         self._listed_uris = list(listed_uris)
@@ -59,10 +69,20 @@ class GazeCrop(beam.PTransform):
         self._max_megapixels = max_megapixels
         self._max_input_bytes = max_input_bytes
         self._handler = handler or DeepGazeModelHandler(model_info, max_batch_size=batch_size)
+        self._incremental = incremental
+        self._progress_path = progress_path
+        self._settings = settings_id(crop_config, output)
 
     def expand(self, pbegin):
-        sources, read_errors = pbegin | "ReadImages" >> ReadImages(
-            patterns=self._patterns, listed_uris=self._listed_uris, max_input_bytes=self._max_input_bytes)
+        matched, match_errors = pbegin | "MatchImages" >> MatchImages(
+            patterns=self._patterns, listed_uris=self._listed_uris)
+        kept_rows, kept_errors, skipped = [], [], []
+        if self._incremental:
+            matched, old_rows, old_errors, done = matched | "SkipUnchanged" >> SkipUnchanged(
+                root=self._output.root, model_version=self._model_info.version, settings=self._settings,
+                focus=self._focus)
+            kept_rows, kept_errors, skipped = [old_rows], [old_errors], [done]
+        sources, read_errors = matched | "ReadImages" >> ReadMatchedFiles(max_input_bytes=self._max_input_bytes)
         if self._focus:
             _ = sources | "LogUnmatchedFocusRows" >> LogUnmatchedFocusRows(focus=self._focus)
         decoded, decode_errors = sources | "DecodeImages" >> DecodeImages(
@@ -70,9 +90,18 @@ class GazeCrop(beam.PTransform):
         predicted, inference_errors = decoded | "PredictSaliency" >> PredictSaliency(self._handler)
         cropped, crop_errors = predicted | "SelectCrops" >> SelectCrops(
             config=self._crop_config, focus=self._focus)
-        rows, write_errors = cropped | "WriteCrops" >> WriteCrops(config=self._output)
-        errors = ((read_errors, decode_errors, inference_errors, crop_errors, write_errors)
+        rows, write_errors = cropped | "WriteCrops" >> WriteCrops(config=self._output, settings=self._settings)
+        errors = ((match_errors, read_errors, decode_errors, inference_errors, crop_errors, write_errors)
                   | "AllErrors" >> beam.Flatten())
-        _ = rows | "WriteMetadata" >> WriteTable(root=self._output.root, name="metadata", schema=METADATA_SCHEMA)
-        _ = errors | "WriteErrors" >> WriteTable(root=self._output.root, name="errors", schema=ERRORS_SCHEMA)
+        table_rows = (rows, *kept_rows) | "TableRows" >> beam.Flatten()
+        table_errors = (errors, *kept_errors) | "TableErrors" >> beam.Flatten()
+        _ = table_rows | "WriteMetadata" >> WriteTable(
+            root=self._output.root, name="metadata", schema=METADATA_SCHEMA)
+        _ = table_errors | "WriteErrors" >> WriteTable(root=self._output.root, name="errors", schema=ERRORS_SCHEMA)
+        if self._progress_path:
+            first_ratio = ratio_label(self._crop_config.aspect_ratios[0])
+            cropped_images = rows | "OneRowPerImage" >> beam.Filter(
+                lambda row: row["rank"] == 0 and row["aspect_ratio"] == first_ratio)
+            _ = ((cropped_images, errors, *skipped) | "Accounted" >> beam.Flatten()
+                 | "Progress" >> Tick(self._progress_path))
         return rows, errors

@@ -44,6 +44,8 @@ class RunOptions:
     candidates: int = 1
     min_scale: float = 1.0
     focus: str | None = None
+    incremental: bool = False
+    progress: str = "auto"
 
     @property
     def demo(self) -> bool:
@@ -105,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "row per image: columns source (the source URI, or its path relative to the "
                              "input root), x, y and optionally width, height, in pixels of the upright "
                              "picture; read once when the job is built. A person's hint beats the model.")
+    parser.add_argument("--incremental", action="store_true",
+                        help="crop only the files that are new or changed since the tables under ROOT were "
+                             "written, or that were made with another model or other crop settings; the "
+                             "tables are rewritten with one row set per image (the rows of skipped images "
+                             "are kept; a run killed halfway leaves the old tables intact)")
+    parser.add_argument("--progress", default="auto", choices=("auto", "on", "off"),
+                        help="a progress bar on stderr while a local run works: 'auto' shows it when stderr "
+                             "is a terminal and the runner is local (default: %(default)s)")
     return parser
 
 

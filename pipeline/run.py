@@ -10,6 +10,7 @@ of ROOT/errors/, counted by stage and reason in the summary.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
@@ -24,6 +25,7 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 from pipeline.compose import GazeCrop
 from pipeline.demo import write_demo_images
 from pipeline.options import RunOptions, parse
+from pipeline.progress import LOCAL_RUNNERS, ProgressBar, count_inputs
 from transforms.crop import CropConfig, read_focus_table
 from transforms.inference import DeepGazeModelHandler, describe_model
 from transforms.metadata import read_table, table_path
@@ -36,15 +38,20 @@ _LOGGER = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
-    """What a run did, read back from its tables."""
-    read: int  # inputs accounted for: cropped + failed
+    """What the tables of a run hold, and (with --incremental) what this run did to them."""
+    read: int  # inputs accounted for in the tables: cropped + failed
     cropped: int  # images with metadata rows
     crops: int  # metadata rows
     failed: dict  # (stage, error_type) -> images
+    skipped: int | None = None  # --incremental: matched files left as they were (Beam counter)
+    processed: int | None = None  # --incremental: matched files that went through the stages
 
     def lines(self, root: str) -> list[str]:
         out = [f"gazecrop: read {self.read} files, cropped {self.cropped} images ({self.crops} crops), "
                f"failed {sum(self.failed.values())}"]
+        if self.skipped is not None:
+            out.append(f"  this run (--incremental): processed {self.processed} new or changed files, "
+                       f"skipped {self.skipped} unchanged")
         for (stage, error_type), count in sorted(self.failed.items()):
             out.append(f"  failed at {stage}: {error_type} x {count}")
         out.append(f"  crops:    {join(root, 'crops')}/<ratio>/")
@@ -62,7 +69,8 @@ def summarize(root: str) -> Summary:
     return Summary(read=cropped + len(errors), cropped=cropped, crops=len(metadata), failed=dict(failed))
 
 
-def build(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeModelHandler | None = None):
+def build(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeModelHandler | None = None,
+          progress_path: str | None = None):
     """Apply the job to `p`; loads the model once here to learn its version and input geometry, and
     reads the --input_list and --focus tables once (they travel with the job)."""
     model_info = describe_model(options.model)
@@ -77,7 +85,8 @@ def build(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeModelHandle
         patterns=list(options.inputs), listed_uris=listed, model_info=model_info,
         crop_config=crop_config, focus=focus, output=output,
         batch_size=options.batch_size, max_megapixels=options.max_megapixels,
-        max_input_bytes=options.max_input_bytes, handler=handler)
+        max_input_bytes=options.max_input_bytes, handler=handler, incremental=options.incremental,
+        progress_path=progress_path)
 
 
 def with_demo_inputs(options: RunOptions) -> RunOptions:
@@ -111,18 +120,39 @@ def built_only(pipeline_options: PipelineOptions) -> str | None:
     return None
 
 
+def shows_progress(options: RunOptions, pipeline_options: PipelineOptions) -> bool:
+    """--progress: 'on', 'off', or 'auto' = on when stderr is a terminal and the runner is local."""
+    if options.progress != "auto":
+        return options.progress == "on"
+    runner = str(pipeline_options.view_as(StandardOptions).runner or "").lower()
+    return sys.stderr.isatty() and any(runner.endswith(local) for local in LOCAL_RUNNERS)
+
+
+def progress_bar(options: RunOptions, pipeline_options: PipelineOptions):
+    """A `ProgressBar` over this run's inputs, or a context that does nothing (see `shows_progress`)."""
+    if not shows_progress(options, pipeline_options):
+        return contextlib.nullcontext()
+    listed = read_input_list(options.input_list) if options.input_list else []
+    total = count_inputs([absolute_uri(p) for p in options.inputs], [absolute_uri(u) for u in listed])
+    return ProgressBar(total)
+
+
 def run(argv: list[str] | None = None) -> Summary:
     options, beam_args = parse(argv)
     if options.demo:
         options = with_demo_inputs(options)
     pipeline_options = PipelineOptions(beam_args)
-    with beam.Pipeline(options=pipeline_options) as p:
-        build(p, options)
+    with progress_bar(options, pipeline_options) as bar:
+        with beam.Pipeline(options=pipeline_options) as p:
+            build(p, options, progress_path=bar.path if bar else None)
     not_run = built_only(pipeline_options)
     if not_run:  # nothing ran, so there are no tables to summarise
         print(f"gazecrop: {not_run}")
         return Summary(read=0, cropped=0, crops=0, failed={})
     summary = summarize(options.output)
+    if options.incremental:
+        summary = dataclasses.replace(summary, skipped=counter(p.result, "files_skipped_unchanged"),
+                                      processed=counter(p.result, "files_new_or_changed"))
     for line in summary.lines(options.output):
         print(line)
     if options.focus:

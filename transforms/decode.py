@@ -372,6 +372,7 @@ class _DecodeFn(beam.DoFn):
     def __init__(self, input_size: Callable[[int, int], tuple[int, int]], max_megapixels: float):
         self._input_size = input_size
         self._max_megapixels = max_megapixels
+        self._decoded = beam.metrics.Metrics.counter("gazecrop", "images_decoded")
         self._reduced = beam.metrics.Metrics.counter("gazecrop", "reduced_jpeg_decodes")
         self._time = beam.metrics.Metrics.distribution("gazecrop", "decode_us")
 
@@ -380,11 +381,12 @@ class _DecodeFn(beam.DoFn):
         decoded = decode_for_model(source.data, input_size=self._input_size,
                                    max_megapixels=self._max_megapixels)
         self._time.update(int((time.perf_counter() - start) * 1e6))
+        self._decoded.inc()
         if decoded.reduction > 1:
             self._reduced.inc()
         yield DecodedImage(uri=source.uri, relpath=source.relpath, data=source.data, sha256=decoded.sha256,
                            source_width=decoded.source_width, source_height=decoded.source_height,
-                           pixels=decoded.pixels)
+                           pixels=decoded.pixels, modified_us=source.modified_us)
 
 
 class DecodeImages(beam.PTransform):

@@ -7,9 +7,19 @@
 Each table is one file with a fixed name, so a rerun replaces it rather than leaving shards of an older
 run beside it; a run with no failures still writes a readable errors file with zero rows. Row order
 within a file is not meaningful. `processed_at` is the only column that changes between reruns.
+
+**Commit.** Beam's Parquet sink writes the file under `ROOT/<table>/_staging-<run id>/` (its own
+temporary files, then a rename there); the finished file is then renamed over the table's fixed name in
+one step (`os.rename` replaces a local file atomically; on gs:// and s3:// the copy that renames creates
+the new object whole). So a reader, or a run killed at any moment, sees the previous table or the new
+one, never a truncated or missing file. (Beam's sink alone deletes the old file before renaming the new
+one into place.) Readers that treat `ROOT/metadata/` as a dataset skip `_staging` as they skip every
+name starting with `_`.
 """
 
 from __future__ import annotations
+
+import uuid
 
 import apache_beam as beam
 import pyarrow as pa
@@ -24,6 +34,8 @@ _TIMESTAMP = pa.timestamp("us", tz="UTC")
 METADATA_SCHEMA = pa.schema([
     pa.field("source_uri", pa.string(), nullable=False),
     pa.field("source_sha256", pa.string(), nullable=False),
+    pa.field("source_size", pa.int64(), nullable=False),  # bytes
+    pa.field("source_modified", _TIMESTAMP, nullable=True),  # as the listing reported it; null: unknown
     pa.field("source_width", pa.int32(), nullable=False),  # after EXIF orientation
     pa.field("source_height", pa.int32(), nullable=False),
     pa.field("aspect_ratio", pa.string(), nullable=False),  # "16:9"
@@ -39,6 +51,7 @@ METADATA_SCHEMA = pa.schema([
     pa.field("output_width", pa.int32(), nullable=False),
     pa.field("output_height", pa.int32(), nullable=False),
     pa.field("model_version", pa.string(), nullable=False),
+    pa.field("config_id", pa.string(), nullable=False),  # fingerprint of the crop settings (+ focus hint)
     pa.field("processed_at", _TIMESTAMP, nullable=False),
 ])
 
@@ -66,16 +79,29 @@ def read_table(root: str, name: str, columns: list[str] | None = None) -> pa.Tab
         return pq.read_table(pa.BufferReader(f.read()), columns=columns)
 
 
+def commit(staged: str, *, root: str, name: str) -> str:
+    """Rename the finished file `staged` over table `name`'s fixed path, then remove its staging folder."""
+    final = table_path(root, name)
+    FileSystems.rename([staged], [final])
+    staging = staged.rsplit("/", 1)[0]
+    if FileSystems.exists(staging):  # a local folder; object stores have no empty folders
+        FileSystems.delete([staging])
+    return final
+
+
 class WriteTable(beam.PTransform):
-    """Write rows (dicts) as the single Parquet file of table `name` under ROOT."""
+    """Write rows (dicts) as the single Parquet file of table `name` under ROOT, committed in one rename
+    once every row is written (see the module docstring). Returns the table's path, once committed."""
 
     def __init__(self, *, root: str, name: str, schema: pa.Schema):
         super().__init__()
         self._root = root
         self._name = name
         self._schema = schema
+        self._staging = join(root, name, f"_staging-{uuid.uuid4().hex}")
 
     def expand(self, rows):
-        return rows | "WriteToParquet" >> WriteToParquet(
-            table_prefix(self._root, self._name), self._schema, file_name_suffix=".parquet", num_shards=1,
-            shard_name_template="-SSSSS-of-NNNNN")
+        staged = rows | "WriteToParquet" >> WriteToParquet(
+            FileSystems.join(self._staging, self._name), self._schema, file_name_suffix=".parquet",
+            num_shards=1, shard_name_template="-SSSSS-of-NNNNN")
+        return staged | "Commit" >> beam.Map(commit, root=self._root, name=self._name)

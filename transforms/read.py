@@ -45,10 +45,17 @@ class InputTooLargeError(ValueError):
 
 
 class MatchedFile(NamedTuple):
-    """A matched input file, its output relpath (`transforms.paths`) and the size the match reported."""
+    """A matched input file, its output relpath (`transforms.paths`), and the size and modification
+    time the match (or a storage notification) reported."""
     uri: str
     relpath: str
     size_in_bytes: int
+    modified_us: int = 0  # last modification, microseconds since the epoch (0: unknown)
+
+
+def modified_us(seconds: float | None) -> int:
+    """A listing's modification time (seconds since the epoch, float) as whole microseconds."""
+    return round(seconds * 1_000_000) if seconds else 0
 
 
 def absolute_uri(uri: str) -> str:
@@ -101,20 +108,23 @@ def input_roots(patterns: list[str], listed: list[str]) -> list[str]:
 
 
 def _keyed_by_output_name(metadata, roots: list[str]):
-    """(collision key of the file's output name, (path, size)): files whose outputs would be one file
-    (on a case-insensitive store, too) meet in one group."""
+    """(collision key of the file's output name, (path, size, modified)): files whose outputs would be
+    one file (on a case-insensitive store, too) meet in one group."""
     relpath = relative_path(metadata.path, roots)
-    return collision_key(safe_relpath(relpath)), (metadata.path, metadata.size_in_bytes)
+    return (collision_key(safe_relpath(relpath)),
+            (metadata.path, metadata.size_in_bytes, modified_us(metadata.last_updated_in_seconds)))
 
 
 def _named_files(keyed, roots: list[str]):
     """The files of one collision group, each once (a file matched by two patterns is read once), with
     their output relpaths."""
     _, files = keyed
-    sizes = dict(sorted(files))
-    names = output_relpaths((path, relative_path(path, roots)) for path in sorted(sizes))
-    for path in sorted(sizes):
-        yield MatchedFile(uri=path, relpath=names[path], size_in_bytes=sizes[path])
+    listed = {path: (size, modified) for path, size, modified in sorted(files)}
+    names = output_relpaths((path, relative_path(path, roots)) for path in sorted(listed))
+    beam.metrics.Metrics.counter("gazecrop", "files_matched").inc(len(listed))
+    for path in sorted(listed):
+        size, modified = listed[path]
+        yield MatchedFile(uri=path, relpath=names[path], size_in_bytes=size, modified_us=modified)
 
 
 class _MatchFn(beam.DoFn):
@@ -158,26 +168,24 @@ class _ReadFn(beam.DoFn):
     def __init__(self, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES):
         self._max_input_bytes = max_input_bytes
         self._read = beam.metrics.Metrics.counter("gazecrop", "files_read")
+        self._bytes = beam.metrics.Metrics.counter("gazecrop", "bytes_read")
         self._time = beam.metrics.Metrics.distribution("gazecrop", "read_us")
 
     def process(self, matched: MatchedFile):
         start = time.perf_counter()
         data = read_bytes(matched.uri, matched.size_in_bytes, self._max_input_bytes)
         self._read.inc()
+        self._bytes.inc(len(data))
         self._time.update(int((time.perf_counter() - start) * 1e6))
-        yield SourceFile(uri=matched.uri, relpath=matched.relpath, data=data)
+        yield SourceFile(uri=matched.uri, relpath=matched.relpath, data=data, modified_us=matched.modified_us)
 
 
-class ReadImages(beam.PTransform):
-    """Match the inputs and read each file. Returns `(sources, error_rows)`.
+class MatchImages(beam.PTransform):
+    """Match the input patterns and listed URIs (batch). Returns `(matched_files, error_rows)`: every
+    file once, named (`MatchedFile.relpath`) and sized, nothing read yet."""
 
-    `max_input_bytes`: larger files become an error row at stage `read`, unread (0: no limit).
-    """
-
-    def __init__(self, *, patterns: list[str], listed_uris: list[str] = (),
-                 max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES):
+    def __init__(self, *, patterns: list[str], listed_uris: list[str] = ()):
         super().__init__()
-        self._max_input_bytes = max_input_bytes
         patterns = [absolute_uri(p) for p in patterns]
         listed_uris = [absolute_uri(u) for u in listed_uris]
         self._inputs = patterns + listed_uris
@@ -188,14 +196,40 @@ class ReadImages(beam.PTransform):
             pbegin
             | "Inputs" >> beam.Create(self._inputs)
             | "Match" >> beam.ParDo(_MatchFn()).with_exception_handling())
-        sources, read_failed = (
+        named = (
             matched
             | "KeyByOutputName" >> beam.Map(_keyed_by_output_name, self._roots)
             | "GroupByOutputName" >> beam.GroupByKey()
-            | "NameOutputs" >> beam.FlatMap(_named_files, self._roots)
-            | "Read" >> beam.ParDo(_ReadFn(self._max_input_bytes)).with_exception_handling())
-        errors = (
-            (match_failed, read_failed)
-            | "FailedReads" >> beam.Flatten()
-            | "ErrorRows" >> beam.FlatMap(dead_letter_rows, stage="read"))
-        return sources, errors
+            | "NameOutputs" >> beam.FlatMap(_named_files, self._roots))
+        return named, match_failed | "ErrorRows" >> beam.FlatMap(dead_letter_rows, stage="read")
+
+
+class ReadMatchedFiles(beam.PTransform):
+    """Read each `MatchedFile` whole (batch or streaming). Returns `(sources, error_rows)`.
+
+    `max_input_bytes`: larger files become an error row at stage `read`, unread (0: no limit).
+    """
+
+    def __init__(self, *, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES):
+        super().__init__()
+        self._max_input_bytes = max_input_bytes
+
+    def expand(self, matched):
+        sources, failed = matched | "Read" >> beam.ParDo(_ReadFn(self._max_input_bytes)).with_exception_handling()
+        return sources, failed | "ErrorRows" >> beam.FlatMap(dead_letter_rows, stage="read")
+
+
+class ReadImages(beam.PTransform):
+    """Match the inputs and read each file (`MatchImages` then `ReadMatchedFiles`). Returns
+    `(sources, error_rows)`."""
+
+    def __init__(self, *, patterns: list[str], listed_uris: list[str] = (),
+                 max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES):
+        super().__init__()
+        self._match = MatchImages(patterns=patterns, listed_uris=listed_uris)
+        self._read = ReadMatchedFiles(max_input_bytes=max_input_bytes)
+
+    def expand(self, pbegin):
+        matched, match_errors = pbegin | "Match" >> self._match
+        sources, read_errors = matched | "Read" >> self._read
+        return sources, (match_errors, read_errors) | "ReadErrors" >> beam.Flatten()

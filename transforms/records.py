@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 from typing import Any, NamedTuple
 
+import apache_beam as beam
 import numpy as np
 
 
@@ -18,6 +19,7 @@ class SourceFile(NamedTuple):
     uri: str
     relpath: str  # path relative to its input root; names the outputs
     data: bytes
+    modified_us: int = 0  # last modification as listed, microseconds since the epoch (0: unknown)
 
 
 class DecodedImage(NamedTuple):
@@ -29,6 +31,7 @@ class DecodedImage(NamedTuple):
     source_width: int  # after EXIF orientation
     source_height: int
     pixels: np.ndarray  # uint8 RGB (h, w, 3) at the model's input size
+    modified_us: int = 0
 
 
 class SaliencyImage(NamedTuple):
@@ -41,6 +44,7 @@ class SaliencyImage(NamedTuple):
     source_height: int
     log_density: np.ndarray  # float32 (h, w), logsumexp == 0
     model_version: str
+    modified_us: int = 0
 
 
 class CroppedImage(NamedTuple):
@@ -49,10 +53,18 @@ class CroppedImage(NamedTuple):
     crops: tuple  # of transforms.crop.Crop, in --aspect_ratios order, by rank within a ratio (0 = best)
     focal_x: int
     focal_y: int
+    focus: Any = None  # the --focus hint the crops contain (transforms.crop.Focus), if any
 
 
 def now_utc() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
+
+
+def from_epoch_us(us: int) -> datetime.datetime | None:
+    """Microseconds since the epoch as a UTC datetime; None for 0 (unknown)."""
+    if not us:
+        return None
+    return datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(microseconds=us)
 
 
 def source_uri_of(element: Any) -> str:
@@ -95,6 +107,7 @@ def dead_letter_rows(dead_letter: tuple, *, stage: str) -> list[dict]:
     message = _message(error_type, exc_repr, traceback_lines)
     elements = element if isinstance(element, list) else [element]
     processed_at = now_utc()
+    beam.metrics.Metrics.counter("gazecrop", f"failed_{stage}").inc(len(elements))
     return [error_row(source_uri_of(e), stage, error_type, message, processed_at) for e in elements]
 
 

@@ -58,9 +58,10 @@ def select_crops(images: Sequence[SaliencyImage], config: CropConfig,
         sizes = [(images[i].source_width, images[i].source_height) for i in indices]
         keys = [focus_key(focus, images[i].uri, images[i].relpath) for i in indices]
         hints = [None if key is None else focus[key] for key in keys]
-        for i, size, crops in zip(indices, sizes, choose_crops(maps, sizes, config, focus=hints)):
+        for i, size, hint, crops in zip(indices, sizes, hints, choose_crops(maps, sizes, config, focus=hints)):
             focal_x, focal_y = focal_point(images[i].log_density, size)
-            results[i] = CroppedImage(image=images[i], crops=tuple(crops), focal_x=focal_x, focal_y=focal_y)
+            results[i] = CroppedImage(image=images[i], crops=tuple(crops), focal_x=focal_x, focal_y=focal_y,
+                                      focus=hint)
     return results
 
 

@@ -19,7 +19,9 @@ timestamps or EXIF), so a rerun over the same input and model rewrites the same 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+import json
 import time
 import uuid
 
@@ -28,11 +30,11 @@ import cv2
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.crop import Crop, parse_aspect_ratios, ratio_dirname
+from transforms.crop import Crop, CropConfig, Focus, parse_aspect_ratios, ratio_dirname
 from transforms.decode import DEFAULT_MAX_MEGAPIXELS, check_size, decode_pixels, read_header, resize_to
 from transforms.paths import check_relpath
 from transforms.read import absolute_uri
-from transforms.records import CroppedImage, dead_letter_rows, now_utc
+from transforms.records import CroppedImage, dead_letter_rows, from_epoch_us, now_utc
 
 OUTPUT_FORMATS = ("jpeg", "png", "webp", "source")
 
@@ -75,6 +77,27 @@ class OutputConfig:
             raise ValueError(f"jpeg_quality must be in 1..100. Received: jpeg_quality={self.jpeg_quality}")
         if self.max_output_side < 0:
             raise ValueError(f"max_output_side must be >= 0. Received: max_output_side={self.max_output_side}")
+
+
+# OutputConfig fields that do not change what a crop is (where it goes, and which inputs are refused:
+# a refused image has no metadata rows to reuse).
+_NOT_SHAPING_OUTPUT = ("root", "max_megapixels")
+
+
+def settings_id(crop_config: CropConfig, output: OutputConfig) -> str:
+    """A short fingerprint of every option that shapes a crop: the whole crop search and how crops are
+    encoded. Two runs with equal fingerprints (and one model) make the same crops."""
+    output_fields = {k: v for k, v in dataclasses.asdict(output).items() if k not in _NOT_SHAPING_OUTPUT}
+    settings = {"crop": dataclasses.asdict(crop_config), "output": output_fields}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def image_config_id(settings: str, focus: Focus | None) -> str:
+    """The `config_id` column: the job's `settings_id` plus this image's --focus hint, if any."""
+    if focus is None:
+        return settings
+    hint = json.dumps(dataclasses.asdict(focus), sort_keys=True)
+    return hashlib.sha256(f"{settings} {hint}".encode()).hexdigest()[:16]
 
 
 def join(root: str, *parts: str) -> str:
@@ -149,6 +172,7 @@ def write_atomically(uri: str, data: bytes) -> None:
     temporary = f"{uri}.{uuid.uuid4().hex}.tmp"
     with FileSystems.create(temporary) as f:
         f.write(data)
+    beam.metrics.Metrics.counter("gazecrop", "bytes_written").inc(len(data))
     try:
         FileSystems.rename([temporary], [uri])
     except Exception:
@@ -164,8 +188,11 @@ def cut(pixels: np.ndarray, crop: Crop, max_side: int) -> np.ndarray:
     return resize_to(region, output_size(crop.width, crop.height, max_side))
 
 
-def write_crops(item: CroppedImage, config: OutputConfig) -> list[dict]:
-    """Write one image's crops (and saliency map); return its metadata rows, one per ratio and rank."""
+def write_crops(item: CroppedImage, config: OutputConfig, settings: str = "") -> list[dict]:
+    """Write one image's crops (and saliency map); return its metadata rows, one per ratio and rank.
+
+    `settings` is the job's `settings_id` (the rows' `config_id` adds the image's focus hint to it).
+    """
     image = item.image
     header = read_header(image.data, config.max_megapixels)
     check_size(header, config.max_megapixels)
@@ -177,6 +204,7 @@ def write_crops(item: CroppedImage, config: OutputConfig) -> list[dict]:
     extension = _EXTENSIONS[encoding]
     rows = []
     processed_at = now_utc()
+    config_id = image_config_id(settings, item.focus)
     for crop in item.crops:
         ratio = parse_aspect_ratios(crop.aspect_ratio)[0]
         out = cut(pixels, crop, config.max_output_side)
@@ -185,6 +213,8 @@ def write_crops(item: CroppedImage, config: OutputConfig) -> list[dict]:
         rows.append({
             "source_uri": image.uri,
             "source_sha256": image.sha256,
+            "source_size": len(image.data),
+            "source_modified": from_epoch_us(image.modified_us),
             "source_width": image.source_width,
             "source_height": image.source_height,
             "aspect_ratio": crop.aspect_ratio,
@@ -200,6 +230,7 @@ def write_crops(item: CroppedImage, config: OutputConfig) -> list[dict]:
             "output_width": out.shape[1],
             "output_height": out.shape[0],
             "model_version": image.model_version,
+            "config_id": config_id,
             "processed_at": processed_at,
         })
     if config.save_saliency:
@@ -210,26 +241,34 @@ def write_crops(item: CroppedImage, config: OutputConfig) -> list[dict]:
 
 
 class _WriteCropsFn(beam.DoFn):
-    def __init__(self, config: OutputConfig):
+    def __init__(self, config: OutputConfig, settings: str):
         self._config = config
+        self._settings = settings
         self._cropped = beam.metrics.Metrics.counter("gazecrop", "images_cropped")
+        self._crops = beam.metrics.Metrics.counter("gazecrop", "crops_written")
         self._time = beam.metrics.Metrics.distribution("gazecrop", "write_us")
 
     def process(self, item: CroppedImage):
         start = time.perf_counter()
-        rows = write_crops(item, self._config)
+        rows = write_crops(item, self._config, self._settings)
         self._cropped.inc()
+        self._crops.inc(len(rows))
         self._time.update(int((time.perf_counter() - start) * 1e6))
         yield from rows
 
 
 class WriteCrops(beam.PTransform):
-    """Write every image's crops. Returns `(metadata_rows, error_rows)`."""
+    """Write every image's crops. Returns `(metadata_rows, error_rows)`.
 
-    def __init__(self, *, config: OutputConfig):
+    `settings`: the job's `settings_id(crop_config, config)`, the base of each row's `config_id`.
+    """
+
+    def __init__(self, *, config: OutputConfig, settings: str = ""):
         super().__init__()
         self._config = config
+        self._settings = settings
 
     def expand(self, cropped):
-        rows, failed = cropped | "Write" >> beam.ParDo(_WriteCropsFn(self._config)).with_exception_handling()
+        rows, failed = cropped | "Write" >> beam.ParDo(
+            _WriteCropsFn(self._config, self._settings)).with_exception_handling()
         return rows, failed | "ErrorRows" >> beam.FlatMap(dead_letter_rows, stage="write")

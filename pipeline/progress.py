@@ -1,0 +1,130 @@
+"""A progress bar for local runs: how many images are accounted for, how fast, how long to go.
+
+Beam runs the pipeline's work in its SDK workers (threads of this process, or other processes with
+`--direct_running_mode=multi_processing`, or a LOOPBACK worker of a local Flink), and reports metrics only
+when the run ends. So the workers report progress through a local file instead: `Tick` appends one byte
+per image that is accounted for (cropped, failed, or skipped as unchanged), with O_APPEND so that
+processes never overwrite each other's bytes, and a thread of the launcher reads the file's size twice a
+second and redraws the bar on stderr. The total is the number of files the inputs match, counted by the
+launcher before the run.
+
+This works wherever the workers share the launcher's filesystem: local runners, and LOOPBACK workers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+# Runners whose workers run on this machine.
+LOCAL_RUNNERS = ("fnapirunner", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner",
+                 "prismrunner")
+
+
+class _TickFn(beam.DoFn):
+    def __init__(self, path: str):
+        self._path = path
+
+    def process(self, element):
+        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, b".")
+        finally:
+            os.close(fd)
+        yield element
+
+
+class Tick(beam.PTransform):
+    """Append one byte to the local file `path` per element (one element per accounted image)."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._path = path
+
+    def expand(self, done):
+        return done | "Tick" >> beam.ParDo(_TickFn(self._path))
+
+
+def count_inputs(patterns: list[str], listed_uris: list[str]) -> int:
+    """How many distinct files the patterns and the listed URIs name (the bar's total)."""
+    paths = set(listed_uris)
+    for result in FileSystems.match(list(patterns)):
+        paths.update(m.path for m in result.metadata_list if not m.path.endswith("/"))
+    return len(paths)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def render(done: int, total: int, elapsed: float, width: int = 30) -> str:
+    """One line of the bar: `[#####.....] 120/2000 images  5.1/s  ETA 6m08s`."""
+    share = min(done / total, 1.0) if total else 0.0
+    filled = int(round(width * share))
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = f"ETA {_duration((total - done) / rate)}" if rate > 0 and done < total else f"{_duration(elapsed)}"
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} images  {rate:.1f}/s  {eta}"
+
+
+class ProgressBar:
+    """Context manager: a thread that redraws the bar from the tick file's size until the run ends.
+
+    `path` is the tick file (in a temporary folder of its own, removed at the end). On a terminal the
+    bar is redrawn in place; otherwise (a log file) one line is written every `log_every` seconds.
+    """
+
+    def __init__(self, total: int, *, stream=None, interval: float = 0.5, log_every: float = 10.0):
+        self._folder = tempfile.mkdtemp(prefix="gazecrop-progress-")
+        self.path = os.path.join(self._folder, "ticks")
+        self._total = total
+        self._stream = stream or sys.stderr
+        self._interval = interval
+        self._log_every = log_every
+        self._tty = bool(getattr(self._stream, "isatty", lambda: False)())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="gazecrop-progress", daemon=True)
+        self._start = 0.0
+
+    def done(self) -> int:
+        try:
+            return os.path.getsize(self.path)
+        except OSError:
+            return 0
+
+    def _draw(self, final: bool = False) -> None:
+        line = render(self.done(), self._total, time.monotonic() - self._start)
+        if self._tty:
+            self._stream.write("\r" + line + ("\n" if final else ""))
+        else:
+            self._stream.write("gazecrop: " + line + "\n")
+        self._stream.flush()
+
+    def _loop(self) -> None:
+        last_line = time.monotonic()
+        while not self._stop.wait(self._interval):
+            if self._tty or time.monotonic() - last_line >= self._log_every:
+                self._draw()
+                last_line = time.monotonic()
+
+    def __enter__(self):
+        open(self.path, "wb").close()
+        self._start = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._draw(final=True)
+        shutil.rmtree(self._folder, ignore_errors=True)
+        return False

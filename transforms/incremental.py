@@ -1,0 +1,134 @@
+"""Nightly incremental runs (`--incremental`): crop only the images that are new or changed.
+
+**What makes an image done.** Its metadata rows in the existing table were made from the same file
+(`source_uri`, and the `source_size` and `source_modified` the listing reports now: the object
+generation of a local file, gs:// or s3:// object), by the same model (`model_version`), with the same
+crop settings (`config_id`: `settings_id` of every option that shapes a crop, plus the image's own
+--focus hint) and under the same output name. Such an image is not read at all. Every other matched file
+is processed: new, changed, cropped with other settings, or failed last time (an error row is never
+a reason to skip: a storage hiccup deserves a retry, and a broken file costs only a failed decode).
+
+**One row per key in the table a user reads.** The run rewrites the two tables, as one file each (the
+batch layout of `transforms.metadata`), from:
+
+* metadata: the rows of this run, plus the old rows of images skipped as done, plus the old rows of
+  sources this run did not match at all (a run over part of a catalog forgets nothing);
+* errors: the error rows of this run, plus the old error rows of sources this run did not match.
+
+A source this run matched has its old rows dropped unless they are kept as done, so no source is ever
+both in the old and the new rows. Each table file is committed by a rename when the whole run has
+succeeded (Beam's file sinks write temporary files and rename them at the end), so a run killed
+halfway leaves the previous tables as they were, and the next run redoes what it had not recorded:
+every image ends recorded exactly once. (The crops it had written are rewritten with the same bytes.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.crop import Focus
+from transforms.metadata import table_path
+from transforms.read import MatchedFile
+from transforms.select import focus_key
+from transforms.write import image_config_id, relpath_of_output
+
+def source_modified_us(row: dict) -> int:
+    """A metadata row's `source_modified` as microseconds since the epoch (0: unknown)."""
+    modified = row.get("source_modified")
+    if modified is None:
+        return 0
+    return round(modified.timestamp() * 1_000_000)
+
+
+def is_done(file: MatchedFile, rows: list[dict], *, root: str, model_version: str, config_id: str) -> bool:
+    """Whether the old metadata `rows` of `file`'s URI were made from this very file, model and settings,
+    under the output name it gets now. Unknown sizes or times (0) never count as the same."""
+    if not rows or not file.modified_us:
+        return False
+    return all(
+        row.get("source_size") == file.size_in_bytes
+        and source_modified_us(row) == file.modified_us
+        and row.get("model_version") == model_version
+        and row.get("config_id") == config_id
+        and relpath_of_output(root, row["output_uri"], row["rank"]) == file.relpath
+        for row in rows)
+
+
+class _SplitFn(beam.DoFn):
+    """One source URI's matched file (if any) and its old rows: the file to process, or the old rows
+    to keep (`KEPT_METADATA`, `KEPT_ERRORS`)."""
+
+    KEPT_METADATA = "kept_metadata"
+    KEPT_ERRORS = "kept_errors"
+    SKIPPED = "skipped"  # the MatchedFiles that are done
+
+    def __init__(self, *, root: str, model_version: str, settings: str, focus: Mapping[str, Focus]):
+        self._root = root
+        self._model_version = model_version
+        self._settings = settings
+        self._focus = focus
+        self._skipped = beam.metrics.Metrics.counter("gazecrop", "files_skipped_unchanged")
+        self._to_process = beam.metrics.Metrics.counter("gazecrop", "files_new_or_changed")
+
+    def process(self, keyed):
+        _, grouped = keyed
+        files, rows, errors = list(grouped["files"]), list(grouped["metadata"]), list(grouped["errors"])
+        if not files:  # not matched by this run: keep what the tables say about it
+            for row in rows:
+                yield beam.pvalue.TaggedOutput(self.KEPT_METADATA, row)
+            for row in errors:
+                yield beam.pvalue.TaggedOutput(self.KEPT_ERRORS, row)
+            return
+        file = files[0]  # MatchImages yields each URI once
+        key = focus_key(self._focus, file.uri, file.relpath)
+        config_id = image_config_id(self._settings, None if key is None else self._focus[key])
+        if is_done(file, rows, root=self._root, model_version=self._model_version, config_id=config_id):
+            self._skipped.inc()
+            yield beam.pvalue.TaggedOutput(self.SKIPPED, file)
+            for row in rows:
+                yield beam.pvalue.TaggedOutput(self.KEPT_METADATA, row)
+        else:
+            self._to_process.inc()
+            yield file
+
+
+def _old_rows(pbegin, root: str, name: str, label: str):
+    """The rows of an existing table (dicts), or an empty PCollection when there is none yet."""
+    path = table_path(root, name)
+    if FileSystems.exists(path):
+        return pbegin | label >> beam.io.ReadFromParquet(path)
+    return pbegin | label >> beam.Create([])
+
+
+class SkipUnchanged(beam.PTransform):
+    """Join this run's matched files with the existing tables under `root` by source URI.
+
+    Applied to the `MatchedFile`s; returns `(to_process, kept_metadata_rows, kept_error_rows, skipped)`
+    (see the module docstring for which old rows are kept; `skipped` are the files found done).
+    """
+
+    def __init__(self, *, root: str, model_version: str, settings: str,
+                 focus: Mapping[str, Focus] | None = None):
+        super().__init__()
+        self._root = root
+        self._model_version = model_version
+        self._settings = settings
+        self._focus = dict(focus or {})
+
+    def expand(self, matched):
+        pbegin = matched.pipeline
+        metadata = _old_rows(pbegin, self._root, "metadata", "OldMetadata")
+        errors = _old_rows(pbegin, self._root, "errors", "OldErrors")
+        results = (
+            {"files": matched | "FileByUri" >> beam.Map(lambda f: (f.uri, f)),
+             "metadata": metadata | "MetadataByUri" >> beam.Map(lambda r: (r["source_uri"], r)),
+             "errors": errors | "ErrorsByUri" >> beam.Map(lambda r: (r["source_uri"], r))}
+            | "BySourceUri" >> beam.CoGroupByKey()
+            | "Split" >> beam.ParDo(_SplitFn(root=self._root, model_version=self._model_version,
+                                             settings=self._settings, focus=self._focus)).with_outputs(
+                _SplitFn.KEPT_METADATA, _SplitFn.KEPT_ERRORS, _SplitFn.SKIPPED, main="to_process"))
+        return (results.to_process, results[_SplitFn.KEPT_METADATA], results[_SplitFn.KEPT_ERRORS],
+                results[_SplitFn.SKIPPED])
