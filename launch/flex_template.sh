@@ -80,7 +80,7 @@ case "$what" in
 {"launchParameter": {
   "jobName": "gazecrop-nightly",
   "containerSpecGcsPath": "${TEMPLATE}",
-  "parameters": {"input": "${NIGHTLY_INPUT}", "output": "${NIGHTLY_OUTPUT}",
+  "parameters": {"input": "${NIGHTLY_INPUT}", "output": "${NIGHTLY_OUTPUT}", "incremental": "true",
                  "sdk_container_image": "${IMAGE}",
                  "dataflow_service_options": "${service_options}",
                  "number_of_worker_harness_threads": "1"},

@@ -86,6 +86,11 @@ class SaliencyModel:
         """Model input (h, w) for a source of (height, width); see ``input_size``."""
         return input_size(height, width, self.short_side)
 
+    def describe(self):
+        """``{"name", "version", "short_side"}``: what a caller holding this model through a proxy (Beam's
+        ``multi_process_shared``, which reaches methods only, not attributes) needs to know about it."""
+        return {"name": self.name, "version": self.version, "short_side": self.short_side}
+
     @functools.cached_property
     def _forward(self):
         import tensorflow as tf

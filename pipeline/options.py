@@ -53,6 +53,16 @@ class RunOptions:
         return not self.inputs and not self.input_list
 
 
+def _flag(value: str) -> bool:
+    """`--flag=true|false` (how Flex Templates and schedulers pass a switch); a bare `--flag` is true."""
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gazecrop run", allow_abbrev=False,
@@ -107,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "row per image: columns source (the source URI, or its path relative to the "
                              "input root), x, y and optionally width, height, in pixels of the upright "
                              "picture; read once when the job is built. A person's hint beats the model.")
-    parser.add_argument("--incremental", action="store_true",
+    parser.add_argument("--incremental", nargs="?", const=True, default=False, type=_flag, metavar="BOOL",
                         help="crop only the files that are new or changed since the tables under ROOT were "
                              "written, or that were made with another model or other crop settings; the "
                              "tables are rewritten with one row set per image (the rows of skipped images "

@@ -162,9 +162,26 @@ def run(argv: list[str] | None = None) -> Summary:
     return summary
 
 
+def failure_lines(exc: BaseException) -> list[str]:
+    """What to tell a user whose run failed as a whole (storage unreachable past its retries, a worker
+    lost, ...): the cause in one line, and what is safe to do next."""
+    text = str(exc).strip().splitlines()
+    reason = text[-1].strip() if text else ""
+    return [f"gazecrop: the run failed: {type(exc).__name__}{': ' + reason[:500] if reason else ''}",
+            "  the tables are still those of the last run that finished (they are committed only at the end); "
+            "crops already written are complete files",
+            "  rerun with --incremental to finish the images this run did not record"]
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    run(sys.argv[1:] if argv is None else argv)
+    try:
+        run(sys.argv[1:] if argv is None else argv)
+    except Exception as exc:  # the whole run failed: the traceback for diagnosis, then the plain words last
+        _LOGGER.error("the run failed", exc_info=True)
+        for line in failure_lines(exc):
+            print(line, file=sys.stderr)
+        return 1
     return 0
 
 

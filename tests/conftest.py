@@ -16,6 +16,7 @@ FIXTURES = SHARED / "data" / "fixtures"
 def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: end-to-end run with the real bundled model (slower)")
     config.addinivalue_line("markers", "gcs: talks to a local GCS API server (gcp-storage-emulator)")
+    config.addinivalue_line("markers", "flink: runs on a local Flink engine (Beam's Flink job server, Java)")
     config.addinivalue_line("filterwarnings", "ignore:cannot collect test class 'TestPipeline'")
     # transforms/decode.py sets Pillow's guard to --max_megapixels and ignores its below-limit warning.
     config.addinivalue_line("filterwarnings", "ignore::PIL.Image.DecompressionBombWarning")
@@ -73,5 +74,5 @@ def assert_accounted(metadata: list[dict], errors: list[dict], inputs: list[str]
 def gcs_server(tmp_path_factory):
     """`gs://BUCKET` on a real GCS API server on loopback (tests/servers.py), stopped after the module."""
     from servers import gcs_emulator
-    with gcs_emulator(tmp_path_factory.mktemp("no-gcloud-config")) as bucket:
-        yield bucket
+    with gcs_emulator(tmp_path_factory.mktemp("no-gcloud-config")) as server:
+        yield server.bucket

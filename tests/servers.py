@@ -76,17 +76,44 @@ def wait_for_port(port: int, process: subprocess.Popen, name: str, timeout: floa
     raise TimeoutError(f"{name} did not listen on port {port}")
 
 
+class GcsEmulator:
+    """`gcp-storage-emulator` on 127.0.0.1:`port`, in memory, or storing objects on disk under `data_dir`
+    (its working directory) so that it can be stopped and started again with its objects."""
+
+    def __init__(self, port: int, data_dir: Path | None = None):
+        self.port = port
+        self._data_dir = data_dir
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        emulator = Path(sys.executable).with_name("gcp-storage-emulator")
+        storage = [] if self._data_dir else ["--in-memory"]
+        self._process = subprocess.Popen(
+            [str(emulator), "start", "--host", "127.0.0.1", "--port", str(self.port), *storage,
+             "--default-bucket", BUCKET, "--quiet"],
+            cwd=self._data_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, self._process, "gcp-storage-emulator")
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+
 @contextlib.contextmanager
-def gcs_emulator(config_dir: Path):
-    """A GCS API server with bucket BUCKET and a metadata stub, both on loopback; stopped afterwards."""
+def gcs_emulator(config_dir: Path, data_dir: Path | None = None):
+    """A GCS API server with bucket BUCKET and a metadata stub, both on loopback; stopped afterwards.
+    Yields the `GcsEmulator` (its `bucket` attribute is `gs://BUCKET`)."""
     storage_port, metadata_port = free_port(), free_port()
     stub = http.server.ThreadingHTTPServer(("127.0.0.1", metadata_port), MetadataStub)
     threading.Thread(target=stub.serve_forever, daemon=True).start()
-    emulator = Path(sys.executable).with_name("gcp-storage-emulator")
-    process = subprocess.Popen(
-        [str(emulator), "start", "--host", "127.0.0.1", "--port", str(storage_port), "--in-memory",
-         "--default-bucket", BUCKET, "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = GcsEmulator(storage_port, data_dir)
     env = {
         "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{storage_port}",
         "GCE_METADATA_HOST": f"127.0.0.1:{metadata_port}",
@@ -97,19 +124,15 @@ def gcs_emulator(config_dir: Path):
     os.environ.update(env)
     os.environ.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
     try:
-        wait_for_port(storage_port, process, "gcp-storage-emulator")
-        yield f"gs://{BUCKET}"
+        server.start()
+        server.bucket = f"gs://{BUCKET}"
+        yield server
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
         stub.shutdown()
         stub.server_close()

@@ -11,9 +11,16 @@ a batch's images by shape and makes one model call per shape group, so nothing i
 worker machine and every SDK process of that machine calls it through a proxy
 (`apache_beam.utils.multi_process_shared`), so a machine with N processes holds one copy of the weights
 (one GPU memory footprint where a GPU is present: TensorFlow places the model there itself).
-Through that proxy only the model's methods are reachable (`predict`), never its attributes; what the
-pipeline needs to know about the model (version, short side) comes from `ModelInfo`, read once when the
-pipeline is built.
+Through that proxy only the model's methods are reachable (`predict`, `describe`), never its
+attributes; what the pipeline needs to know about the model (version, short side) comes from
+`ModelInfo`, read once when the pipeline is built.
+
+**Model swap while running (streaming).** RunInference's model side input (`model_metadata_pcoll`, e.g.
+Beam's `WatchFilePattern`) hands the handler a new readout weights path: `update_model_path` records
+it, RunInference reloads the model under that path's tag, and from then on every result carries the new
+model's version, asked once per path from the loaded model itself (`SaliencyModel.describe`, a method,
+so it works through the proxy). A model whose input short side differs from the one the decode stage
+resizes for is refused: every image of such a batch becomes an error row at stage `inference`.
 """
 
 from __future__ import annotations
@@ -103,7 +110,9 @@ class DeepGazeModelHandler(ModelHandler[DecodedImage, SaliencyImage, Any]):
       model_info: the model to load (`ModelInfo.spec`) and its version, written into every result.
       inference_fn: `(model, images, model_version) -> results`; replaceable (tests, other devices).
       min_batch_size, max_batch_size: bounds for Beam's BatchElements.
-      max_batch_duration_secs: flush a partial batch after this long (streaming only).
+      max_batch_duration_secs: flush a partial batch after this long (streaming only). Beam's
+        BatchElements then buffers in a stateful DoFn keyed per worker process, with a processing-time
+        timer: a lone image waits at most this long for company.
     """
 
     def __init__(self, model_info: ModelInfo, *, inference_fn: InferenceFn = predict_by_shape,
@@ -115,13 +124,41 @@ class DeepGazeModelHandler(ModelHandler[DecodedImage, SaliencyImage, Any]):
         self._batching = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
         if max_batch_duration_secs is not None:
             self._batching["max_batch_duration_secs"] = max_batch_duration_secs
+        self._model_path = ""  # set by the model side input; "" = model_info.spec
+        self._versions: dict[str, str] = {}  # model path -> version, asked once per path
+
+    def update_model_path(self, model_path: str | None = None) -> None:
+        """RunInference's model side input names a new readout weights file (or "" / None: no newer file
+        than the one the job started with, so keep `model_info.spec`)."""
+        if model_path:
+            self._model_path = model_path
+
+    def current_spec(self) -> str:
+        """What `load_model` loads now: the side input's latest path, else the job's --model."""
+        return self._model_path or self._model_info.spec
 
     def load_model(self) -> Any:
-        return load_cached(self._model_info.spec)
+        return load_cached(self.current_spec())
+
+    def model_version(self, model: Any) -> str:
+        """The version written into results: `model_info.version` for the job's own model; for a
+        swapped-in file, the loaded model's own (asked through `describe`, once per path), after
+        checking that it takes the input size the decode stage produces."""
+        spec = self.current_spec()
+        if spec == self._model_info.spec:
+            return self._model_info.version
+        if spec not in self._versions:
+            described = model.describe()
+            if int(described["short_side"]) != self._model_info.short_side:
+                raise ValueError(f"model {spec} has input short side {described['short_side']}, the job "
+                                 f"decodes for {self._model_info.short_side} (model {self._model_info.spec}); "
+                                 f"a swapped model must keep the input short side")
+            self._versions[spec] = str(described["version"])
+        return self._versions[spec]
 
     def run_inference(self, batch: Sequence[DecodedImage], model: Any,
                       inference_args: dict[str, Any] | None = None) -> Iterable[SaliencyImage]:
-        return self._inference_fn(model, batch, self._model_info.version)
+        return self._inference_fn(model, batch, self.model_version(model))
 
     def get_metrics_namespace(self) -> str:
         return "gazecrop_inference"
@@ -134,13 +171,20 @@ class DeepGazeModelHandler(ModelHandler[DecodedImage, SaliencyImage, Any]):
 
 
 class PredictSaliency(beam.PTransform):
-    """RunInference over decoded images. Returns `(saliency_images, error_rows)`."""
+    """RunInference over decoded images. Returns `(saliency_images, error_rows)`.
 
-    def __init__(self, handler: DeepGazeModelHandler):
+    `model_metadata_pcoll`: optional RunInference model side input (`ModelMetadata` whose `model_id`
+    is a readout weights path), e.g. `apache_beam.ml.inference.utils.WatchFilePattern`, to swap the model
+    while a streaming job runs.
+    """
+
+    def __init__(self, handler: DeepGazeModelHandler, *, model_metadata_pcoll=None):
         super().__init__()
         self._handler = handler
+        self._model_metadata_pcoll = model_metadata_pcoll
 
     def expand(self, images):
-        predicted, failed = images | "RunInference" >> RunInference(self._handler).with_exception_handling()
+        inference = RunInference(self._handler, model_metadata_pcoll=self._model_metadata_pcoll)
+        predicted, failed = images | "RunInference" >> inference.with_exception_handling()
         errors = failed.failed_inferences | "ErrorRows" >> beam.FlatMap(dead_letter_rows, stage="inference")
         return predicted, errors
