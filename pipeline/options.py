@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import re
 
 from transforms.crop import parse_aspect_ratios
 from transforms.decode import DEFAULT_MAX_MEGAPIXELS
@@ -24,6 +25,9 @@ DEFAULT_ASPECT_RATIOS = "1:1,16:9,9:16,4:5"
 # download attempt (these machines may have no network). Both honour --direct_num_workers and
 # --direct_running_mode.
 DEFAULT_RUNNER = "FnApiRunner"
+# Runner used with --streaming when the command line names none: the DirectRunner's bundle-based engine,
+# the one local engine that streams (the FnApiRunner runs batch only; see pipeline/stream.py).
+DEFAULT_STREAMING_RUNNER = "BundleBasedDirectRunner"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +50,21 @@ class RunOptions:
     focus: str | None = None
     incremental: bool = False
     progress: str = "auto"
+    # --- streaming (pipeline/stream.py; add_streaming_options) ---
+    streaming: bool = False
+    input_subscription: str | None = None
+    input_prefix: str | None = None
+    poll_interval_secs: float = 10.0
+    window_seconds: float = 60.0
+    max_batch_duration_secs: int = 2
+    watch_model_pattern: str | None = None
+    watch_model_interval_secs: float = 60.0
+    streaming_duration_secs: float = 0.0
 
     @property
     def demo(self) -> bool:
-        """No --input and no --input_list: crop the built-in demo images."""
-        return not self.inputs and not self.input_list
+        """No --input, --input_list or --input_subscription: crop the built-in demo images."""
+        return not self.inputs and not self.input_list and not self.input_subscription
 
 
 def _flag(value: str) -> bool:
@@ -125,7 +139,78 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--progress", default="auto", choices=("auto", "on", "off"),
                         help="a progress bar on stderr while a local run works: 'auto' shows it when stderr "
                              "is a terminal and the runner is local (default: %(default)s)")
+    add_streaming_options(parser)
     return parser
+
+
+# ----------------------------------------------------------------------------------------------
+# Streaming (pipeline/stream.py)
+# ----------------------------------------------------------------------------------------------
+
+# Options that only mean something with --streaming.
+STREAMING_ONLY = ("input_subscription", "input_prefix", "poll_interval_secs", "window_seconds",
+                  "max_batch_duration_secs", "watch_model_pattern", "watch_model_interval_secs",
+                  "streaming_duration_secs")
+
+
+def add_streaming_options(parser: argparse.ArgumentParser) -> None:
+    """`--streaming` and its options. --streaming is also passed on to Beam (its own option too)."""
+    group = parser.add_argument_group("streaming", "crop files as they arrive (--streaming)")
+    group.add_argument("--streaming", action="store_true",
+                       help="run as a streaming job: crop images as they arrive, from --input_subscription "
+                            "or from files appearing under --input, until stopped")
+    group.add_argument("--input_subscription", default=None, metavar="projects/P/subscriptions/S",
+                       help="Pub/Sub subscription of GCS object notifications; OBJECT_FINALIZE events are "
+                            "cropped, other events ignored")
+    group.add_argument("--input_prefix", default=None, metavar="gs://BUCKET/PREFIX/",
+                       help="with --input_subscription: crop only objects under this prefix, named "
+                            "relative to it (default: every notified object, named <bucket>/<object>)")
+    group.add_argument("--poll_interval_secs", default=10.0, type=float, metavar="S",
+                       help="with --streaming --input: seconds between listings of the pattern "
+                            "(default: %(default)s)")
+    group.add_argument("--window_seconds", default=60.0, type=float, metavar="S",
+                       help="the tables are written per fixed window of this many seconds, as "
+                            "ROOT/metadata/stream-<start>-<end>-<run id>-<shard>-of-<n>.parquet "
+                            "(default: %(default)s)")
+    group.add_argument("--max_batch_duration_secs", default=2, type=int, metavar="S",
+                       help="longest wait, in whole seconds, for a model batch to fill (default: %(default)s)")
+    group.add_argument("--watch_model_pattern", default=None, metavar="PATTERN",
+                       help="swap in the newest readout weights file matching PATTERN while running "
+                            "(RunInference's model side input); must match a file when the job starts")
+    group.add_argument("--watch_model_interval_secs", default=60.0, type=float, metavar="S",
+                       help="seconds between listings of --watch_model_pattern (default: %(default)s)")
+    group.add_argument("--streaming_duration_secs", default=0.0, type=float, metavar="S",
+                       help="stop after this many seconds, once what was received is written "
+                            "(tests, demos; default 0: until Ctrl-C or cancelled)")
+
+
+def _check_streaming(parser: argparse.ArgumentParser, known: argparse.Namespace) -> None:
+    """The streaming options' own rules, and --streaming's input rules."""
+    if not known.streaming:
+        given = [name for name in STREAMING_ONLY if getattr(known, name) != parser.get_default(name)]
+        if given:
+            parser.error(f"--{given[0]} needs --streaming")
+        return
+    if known.input_list or known.incremental:
+        parser.error("--streaming takes --input_subscription or --input patterns, not --input_list or "
+                     "--incremental")
+    if bool(known.input_subscription) == bool(known.inputs):
+        parser.error("--streaming needs exactly one kind of input: --input_subscription "
+                     "projects/P/subscriptions/S, or --input PATTERN (files appearing under it)")
+    if known.input_subscription and not re.match(r"^projects/[^/]+/subscriptions/[^/]+$", known.input_subscription):
+        parser.error(f"--input_subscription must be projects/P/subscriptions/S. "
+                     f"Received: --input_subscription={known.input_subscription}")
+    if known.input_prefix and not known.input_subscription:
+        parser.error("--input_prefix goes with --input_subscription")
+    for name in ("poll_interval_secs", "window_seconds", "watch_model_interval_secs"):
+        if not getattr(known, name) > 0:  # also refuses nan
+            parser.error(f"--{name} must be > 0. Received: --{name}={getattr(known, name)}")
+    if known.max_batch_duration_secs < 1:
+        parser.error(f"--max_batch_duration_secs must be >= 1. "
+                     f"Received: --max_batch_duration_secs={known.max_batch_duration_secs}")
+    if not known.streaming_duration_secs >= 0:
+        parser.error(f"--streaming_duration_secs must be >= 0. "
+                     f"Received: --streaming_duration_secs={known.streaming_duration_secs}")
 
 
 def _refuse_misspelled_options(parser: argparse.ArgumentParser, beam_args: list[str]) -> None:
@@ -159,9 +244,12 @@ def parse(argv: list[str] | None) -> tuple[RunOptions, list[str]]:
         parser.error(f"--candidates must be >= 1. Received: --candidates={known.candidates}")
     if not 0.0 < known.min_scale <= 1.0:  # also refuses nan
         parser.error(f"--min_scale must be in (0, 1]. Received: --min_scale={known.min_scale}")
+    _check_streaming(parser, known)
     _refuse_misspelled_options(parser, beam_args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
-        beam_args = [f"--runner={DEFAULT_RUNNER}", *beam_args]
+        beam_args = [f"--runner={DEFAULT_STREAMING_RUNNER if known.streaming else DEFAULT_RUNNER}", *beam_args]
+    if known.streaming:
+        beam_args = [*beam_args, "--streaming"]  # Beam's own option too
     # Every RunOptions field is the dest of one option above, so a new option cannot be parsed and then
     # silently left at its default here.
     values = {field.name: getattr(known, field.name) for field in dataclasses.fields(RunOptions)}

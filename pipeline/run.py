@@ -139,6 +139,9 @@ def progress_bar(options: RunOptions, pipeline_options: PipelineOptions):
 
 def run(argv: list[str] | None = None) -> Summary:
     options, beam_args = parse(argv)
+    if options.streaming:  # until stopped; tables per window (pipeline/stream.py)
+        from pipeline.stream import run_streaming
+        return run_streaming(options, beam_args)
     if options.demo:
         options = with_demo_inputs(options)
     pipeline_options = PipelineOptions(beam_args)

@@ -16,6 +16,7 @@ FIXTURES = SHARED / "data" / "fixtures"
 def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: end-to-end run with the real bundled model (slower)")
     config.addinivalue_line("markers", "gcs: talks to a local GCS API server (gcp-storage-emulator)")
+    config.addinivalue_line("markers", "pubsub: talks to Google's Pub/Sub emulator on loopback")
     config.addinivalue_line("markers", "flink: runs on a local Flink engine (Beam's Flink job server, Java)")
     config.addinivalue_line("filterwarnings", "ignore:cannot collect test class 'TestPipeline'")
     # transforms/decode.py sets Pillow's guard to --max_megapixels and ignores its below-limit warning.
@@ -76,3 +77,15 @@ def gcs_server(tmp_path_factory):
     from servers import gcs_emulator
     with gcs_emulator(tmp_path_factory.mktemp("no-gcloud-config")) as server:
         yield server.bucket
+
+
+@pytest.fixture(scope="module")
+def pubsub_server(tmp_path_factory):
+    """Google's Pub/Sub emulator on loopback (tests/servers.py), PUBSUB_EMULATOR_HOST set; stopped after
+    the module. Skipped where the Cloud SDK's emulator or Java is missing."""
+    import shutil
+    from servers import PUBSUB_EMULATOR, pubsub_emulator
+    if not PUBSUB_EMULATOR.exists() or shutil.which("java") is None:
+        pytest.skip(f"Pub/Sub emulator ({PUBSUB_EMULATOR}) or java not found")
+    with pubsub_emulator(tmp_path_factory.mktemp("pubsub-emulator")) as host:
+        yield host

@@ -5,6 +5,8 @@
   else; GCE_METADATA_HOST / GCE_METADATA_IP point it at the stub, which answers like one (a service
   account and a token the emulator ignores), so no request leaves the machine and no credential is
   needed.
+* `pubsub_emulator()`: Google's Pub/Sub emulator from the Cloud SDK (Java), with PUBSUB_EMULATOR_HOST
+  set, for the streaming job's GCS notifications.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import http.server
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -136,3 +139,38 @@ def gcs_emulator(config_dir: Path, data_dir: Path | None = None):
         server.stop()
         stub.shutdown()
         stub.server_close()
+
+
+PUBSUB_EMULATOR = Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator")
+
+
+@contextlib.contextmanager
+def pubsub_emulator(data_dir: Path):
+    """Google's Pub/Sub emulator (Java, from the Cloud SDK) on loopback, with PUBSUB_EMULATOR_HOST set
+    for the google-cloud-pubsub clients (Beam's ReadFromPubSub included); yields "127.0.0.1:PORT".
+
+    The emulator is a shell script that starts a JVM, so it runs in its own process group and the whole
+    group is stopped afterwards (that group only: the processes this context manager started).
+    """
+    port = free_port()
+    process = subprocess.Popen(
+        [str(PUBSUB_EMULATOR), "--host=127.0.0.1", f"--port={port}", f"--dir={data_dir}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    saved = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{port}"
+    try:
+        wait_for_port(port, process, "cloud-pubsub-emulator", timeout=60)
+        yield f"127.0.0.1:{port}"
+    finally:
+        if saved is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = saved
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -1,0 +1,228 @@
+"""`gazecrop run --streaming`: crop images as they arrive, until the job is stopped.
+
+```
+Pub/Sub GCS notifications ─▶ ReadNotifications ─┐
+   or  a glob, polled    ─▶ MatchNewFiles     ─┴▶ ReadMatchedFiles ─▶ DecodeImages ─▶ PredictSaliency
+      ─▶ SelectCrops ─▶ WriteCrops ─▶ metadata rows ─▶ fixed windows ─▶ ROOT/metadata/stream-….parquet
+   every stage's error rows ─────────────────────────▶ fixed windows ─▶ ROOT/errors/stream-….parquet
+```
+
+The stages after the input are the batch job's own (`pipeline.compose`), so a streamed image is cropped
+and described exactly as in a batch run; only the tables differ (per window: `transforms.stream`).
+RunInference batches with `--max_batch_duration_secs`, so a lone image waits at most that long for a
+batch. With `--watch_model_pattern`, RunInference's model side input (Beam's `WatchFilePattern`) swaps
+in the newest readout file matching the pattern; rows carry the new model's version from then on.
+
+Runners: Beam's Python DirectRunner streams only with its bundle-based engine
+(`BundleBasedDirectRunner`, the default here with --streaming; the FnApiRunner runs batch only) and, in
+Beam 2.77, only from Pub/Sub: it cannot run splittable DoFns in streaming mode (MatchContinuously,
+WatchFilePattern), and a side input of an unbounded source in the global window blocks the main input
+forever. `check_runner` refuses those combinations with the reason instead of hanging; they are meant
+for Dataflow (or another portable runner).
+
+Stopping: `--streaming_duration_secs N` (tests, demos) or Ctrl-C stops taking new work, waits until
+everything already received is written (crops and both tables; at most `--window_seconds` plus a
+grace period, as the last window must close), then cancels the job and prints the summary from the
+job's counters. On Dataflow, stop a job with `gcloud dataflow jobs drain`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipeline.options import RunOptions
+from transforms.crop import CropConfig, read_focus_table
+from transforms.decode import DecodeImages
+from transforms.inference import DeepGazeModelHandler, PredictSaliency, describe_model
+from transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA
+from transforms.read import ReadMatchedFiles, absolute_uri
+from transforms.select import SelectCrops, rekey_focus_table
+from transforms.stream import (NAMESPACE, MatchNewFiles, ReadNotifications, WriteWindowedTable, count_rows,
+                               new_run_id)
+from transforms.write import OutputConfig, WriteCrops, join, settings_id
+
+_LOGGER = logging.getLogger(__name__)
+
+# Runners that run the job in this process (Beam's Python DirectRunner and its engines).
+LOCAL_RUNNERS = ("directrunner", "bundlebaseddirectrunner", "switchingdirectrunner", "fnapirunner")
+
+# Extra wait, beyond --window_seconds, for the last window's files when a run stops.
+DRAIN_GRACE_SECS = 30.0
+
+
+class UnsupportedOnRunnerError(ValueError):
+    """The streaming job uses something the chosen runner cannot run."""
+
+
+def check_runner(options: RunOptions, pipeline_options: PipelineOptions) -> None:
+    """Refuse, before starting, a streaming job the local runner would hang on or fail to start."""
+    runner = str(pipeline_options.view_as(StandardOptions).runner or "").lower()
+    if runner.rsplit(".", 1)[-1] not in LOCAL_RUNNERS:
+        return
+    if runner == "fnapirunner":
+        raise UnsupportedOnRunnerError(
+            "--streaming needs a streaming runner; the FnApiRunner runs batch jobs only. Leave --runner out "
+            "(BundleBasedDirectRunner) or name DataflowRunner")
+    reasons = []
+    if options.inputs:
+        reasons.append("--streaming --input uses fileio.MatchContinuously, a splittable DoFn, which Beam "
+                       "2.77's Python DirectRunner cannot run in streaming mode (RuntimeError: Transform node "
+                       "...ProcessKeyedElements/GroupByKey/GroupByKey, _GroupByKeyOnly) was not replaced as "
+                       "expected); use --input_subscription with GCS notifications, or DataflowRunner")
+    if options.watch_model_pattern:
+        reasons.append("--watch_model_pattern feeds RunInference a side input from an unbounded source in "
+                       "the global window; Beam 2.77's Python DirectRunner holds the main input until that "
+                       "side input's watermark reaches the end of the global window, i.e. forever (and "
+                       "WatchFilePattern is a splittable DoFn, as above); use DataflowRunner")
+    if reasons:
+        raise UnsupportedOnRunnerError("; ".join(reasons))
+
+
+def build_streaming(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeModelHandler | None = None,
+                    run_id: str | None = None):
+    """Apply the streaming job to `p`. Returns `(metadata_rows, error_rows)` (before windowing)."""
+    model_info = describe_model(options.model)
+    handler = handler or DeepGazeModelHandler(model_info, max_batch_size=options.batch_size,
+                                              max_batch_duration_secs=options.max_batch_duration_secs)
+    root = absolute_uri(options.output)
+    run_id = run_id or new_run_id()
+    focus = rekey_focus_table(read_focus_table(options.focus)) if options.focus else {}
+    crop_config = CropConfig(aspect_ratios=options.aspect_ratios, candidates=options.candidates,
+                             min_scale=options.min_scale)
+    output = OutputConfig(root=root, output_format=options.output_format, jpeg_quality=options.jpeg_quality,
+                          max_output_side=options.max_output_side, save_saliency=options.save_saliency,
+                          max_megapixels=options.max_megapixels)
+
+    input_errors = []
+    if options.input_subscription:
+        matched, notification_errors = p | "ReadNotifications" >> ReadNotifications(
+            subscription=options.input_subscription, input_prefix=options.input_prefix, output_root=root)
+        input_errors.append(notification_errors)
+    else:
+        matched = ([p | f"MatchNewFiles{i}" >> MatchNewFiles(pattern=pattern, interval=options.poll_interval_secs)
+                    for i, pattern in enumerate(options.inputs)]
+                   | "AllMatched" >> beam.Flatten())
+    model_updates = None
+    if options.watch_model_pattern:
+        from apache_beam.ml.inference.utils import WatchFilePattern
+        model_updates = p | "WatchModel" >> WatchFilePattern(
+            file_pattern=options.watch_model_pattern, interval=options.watch_model_interval_secs)
+
+    sources, read_errors = matched | "ReadMatchedFiles" >> ReadMatchedFiles(max_input_bytes=options.max_input_bytes)
+    decoded, decode_errors = sources | "DecodeImages" >> DecodeImages(
+        input_size=model_info.input_size, max_megapixels=options.max_megapixels)
+    predicted, inference_errors = decoded | "PredictSaliency" >> PredictSaliency(
+        handler, model_metadata_pcoll=model_updates)
+    cropped, crop_errors = predicted | "SelectCrops" >> SelectCrops(config=crop_config, focus=focus)
+    rows, write_errors = cropped | "WriteCrops" >> WriteCrops(config=output, settings=settings_id(crop_config, output))
+    errors = ((*input_errors, read_errors, decode_errors, inference_errors, crop_errors, write_errors)
+              | "AllErrors" >> beam.Flatten())
+    rows = count_rows(rows, "metadata_rows", "CountMetadataRows")
+    errors = count_rows(errors, "error_rows", "CountErrorRows")
+    _ = rows | "WriteMetadata" >> WriteWindowedTable(
+        root=root, name="metadata", schema=METADATA_SCHEMA, window_seconds=options.window_seconds, run_id=run_id)
+    _ = errors | "WriteErrors" >> WriteWindowedTable(
+        root=root, name="errors", schema=ERRORS_SCHEMA, window_seconds=options.window_seconds, run_id=run_id)
+    return rows, errors
+
+
+# ----------------------------------------------------------------------------------------------
+# Running, stopping, summary
+# ----------------------------------------------------------------------------------------------
+
+def counters(result) -> dict[str, int]:
+    """Every `gazecrop` counter of a running or stopped job, by name (committed where reported)."""
+    found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    out: dict[str, int] = {}
+    for r in found:
+        value = r.committed if r.committed is not None else r.attempted
+        out[r.key.metric.name] = out.get(r.key.metric.name, 0) + (value or 0)
+    return out
+
+
+def settled(c: dict[str, int]) -> bool:
+    """Everything received so far is accounted for and in its table's files: every input seen is
+    ignored, cropped or an error row; every row produced was flushed; every file flushed was moved."""
+    accounted = c.get("inputs_ignored", 0) + c.get("images_cropped", 0) + c.get("error_rows", 0)
+    return (accounted >= c.get("inputs_seen", 0)
+            and c.get("metadata_rows_flushed", 0) >= c.get("metadata_rows", 0)
+            and c.get("errors_rows_flushed", 0) >= c.get("error_rows", 0)
+            and c.get("metadata_files_written", 0) >= c.get("metadata_files_flushed", 0)
+            and c.get("errors_files_written", 0) >= c.get("errors_files_flushed", 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSummary:
+    """What a streaming run did, from its counters."""
+    counters: dict
+    settled: bool  # False: stopped with work in flight (see `settled`)
+
+    def lines(self, root: str) -> list[str]:
+        c = self.counters
+        failed = c.get("error_rows", 0)
+        out = [f"gazecrop (streaming): saw {c.get('inputs_seen', 0)} inputs, ignored {c.get('inputs_ignored', 0)}, "
+               f"cropped {c.get('images_cropped', 0)} images ({c.get('metadata_rows', 0)} crops), failed {failed}"]
+        if c.get("notifications_malformed"):
+            out.append(f"  malformed notifications: {c['notifications_malformed']} (error rows at stage read)")
+        out.append(f"  table files: metadata {c.get('metadata_files_written', 0)}, errors "
+                   f"{c.get('errors_files_written', 0)}")
+        if not self.settled:
+            out.append("  stopped with work in flight: the last window's rows may be missing from the tables")
+        out.append(f"  crops:    {join(root, 'crops')}/<ratio>/")
+        out.append(f"  metadata: {join(root, 'metadata')}/stream-*.parquet")
+        out.append(f"  errors:   {join(root, 'errors')}/stream-*.parquet")
+        return out
+
+
+def _wait(thread: threading.Thread, seconds: float | None, stop: Callable[[], bool]) -> None:
+    """Until the job ends, `seconds` pass (None: forever), or `stop()`; Ctrl-C also returns."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    try:
+        while thread.is_alive() and not stop():
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            thread.join(0.5)
+    except KeyboardInterrupt:
+        print("gazecrop: stopping (Ctrl-C): finishing what was received")
+
+
+def run_streaming(options: RunOptions, beam_args: list[str], *,
+                  stop_when: Callable[[dict], bool] | None = None) -> StreamSummary:
+    """Build and start the streaming job; stop it after --streaming_duration_secs, on Ctrl-C or when
+    `stop_when(counters)` is true (tests); let what was received settle; cancel; print the summary."""
+    pipeline_options = PipelineOptions(beam_args)
+    check_runner(options, pipeline_options)
+    p = beam.Pipeline(options=pipeline_options)
+    build_streaming(p, options)
+    result = p.run()
+    failure: list[BaseException] = []
+
+    def wait_for_job():
+        try:
+            result.wait_until_finish()
+        except BaseException as e:  # noqa: BLE001 (reported by the main thread)
+            failure.append(e)
+
+    waiter = threading.Thread(target=wait_for_job, name="gazecrop-stream-wait", daemon=True)
+    waiter.start()
+    duration = options.streaming_duration_secs or None
+    _wait(waiter, duration, lambda: bool(stop_when and stop_when(counters(result))))
+    grace = options.window_seconds + DRAIN_GRACE_SECS
+    _wait(waiter, grace, lambda: settled(counters(result)))
+    is_settled = settled(counters(result))
+    if waiter.is_alive():
+        result.cancel()
+    if failure:
+        raise failure[0]
+    summary = StreamSummary(counters=counters(result), settled=is_settled)
+    for line in summary.lines(absolute_uri(options.output)):
+        print(line)
+    return summary
