@@ -194,32 +194,49 @@ class LogSoftmax2D(layers.Layer):
         return m - ops.logsumexp(m, axis=(1, 2), keepdims=True)
 
 
-def vgg16_body(x):
-    """VGG16 conv1_1 … conv5_3 with pool1–pool4 (no pool5). Returns {layer name: tensor}."""
+#: Channel widths of VGG16's 13 convolutions, block by block.
+VGG16_WIDTHS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
+
+#: The 13 convolution names, in order (the same names in pruned bodies).
+VGG16_CONVS = ("block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2",
+               "block3_conv1", "block3_conv2", "block3_conv3",
+               "block4_conv1", "block4_conv2", "block4_conv3",
+               "block5_conv1", "block5_conv2", "block5_conv3")
+
+
+def vgg16_body(x, widths=VGG16_WIDTHS):
+    """VGG16 conv1_1 … conv5_3 with pool1–pool4 (no pool5). Returns {layer name: tensor}.
+
+    ``widths`` gives each convolution's channel count (VGG16's by default; a Fisher-pruned body,
+    ``model.train_fast``, keeps the layout and names with fewer channels).
+    """
+    if len(widths) != len(VGG16_CONVS):
+        raise ValueError(f"widths must give {len(VGG16_CONVS)} channel counts. Received: widths={widths!r}")
     conv = dict(kernel_size=3, padding="same", activation="relu")
+    w = dict(zip(VGG16_CONVS, (int(c) for c in widths)))
     out = {}
-    # Block 1: 2 × conv 64, full resolution.
-    x = layers.Conv2D(64, name="block1_conv1", **conv)(x)
-    x = layers.Conv2D(64, name="block1_conv2", **conv)(x)
+    # Block 1: 2 × conv (64), full resolution.
+    x = layers.Conv2D(w["block1_conv1"], name="block1_conv1", **conv)(x)
+    x = layers.Conv2D(w["block1_conv2"], name="block1_conv2", **conv)(x)
     x = layers.MaxPooling2D(2, name="block1_pool")(x)
-    # Block 2: 2 × conv 128, 1/2.
-    x = layers.Conv2D(128, name="block2_conv1", **conv)(x)
-    x = layers.Conv2D(128, name="block2_conv2", **conv)(x)
+    # Block 2: 2 × conv (128), 1/2.
+    x = layers.Conv2D(w["block2_conv1"], name="block2_conv1", **conv)(x)
+    x = layers.Conv2D(w["block2_conv2"], name="block2_conv2", **conv)(x)
     x = layers.MaxPooling2D(2, name="block2_pool")(x)
-    # Block 3: 3 × conv 256, 1/4.
-    x = layers.Conv2D(256, name="block3_conv1", **conv)(x)
-    x = layers.Conv2D(256, name="block3_conv2", **conv)(x)
-    x = layers.Conv2D(256, name="block3_conv3", **conv)(x)
+    # Block 3: 3 × conv (256), 1/4.
+    x = layers.Conv2D(w["block3_conv1"], name="block3_conv1", **conv)(x)
+    x = layers.Conv2D(w["block3_conv2"], name="block3_conv2", **conv)(x)
+    x = layers.Conv2D(w["block3_conv3"], name="block3_conv3", **conv)(x)
     x = layers.MaxPooling2D(2, name="block3_pool")(x)
-    # Block 4: 3 × conv 512, 1/8.
-    x = layers.Conv2D(512, name="block4_conv1", **conv)(x)
-    x = layers.Conv2D(512, name="block4_conv2", **conv)(x)
-    x = out["block4_conv3"] = layers.Conv2D(512, name="block4_conv3", **conv)(x)
+    # Block 4: 3 × conv (512), 1/8.
+    x = layers.Conv2D(w["block4_conv1"], name="block4_conv1", **conv)(x)
+    x = layers.Conv2D(w["block4_conv2"], name="block4_conv2", **conv)(x)
+    x = out["block4_conv3"] = layers.Conv2D(w["block4_conv3"], name="block4_conv3", **conv)(x)
     x = out["block4_pool"] = layers.MaxPooling2D(2, name="block4_pool")(x)
-    # Block 5: 3 × conv 512, 1/16 (no pool5).
-    x = out["block5_conv1"] = layers.Conv2D(512, name="block5_conv1", **conv)(x)
-    x = out["block5_conv2"] = layers.Conv2D(512, name="block5_conv2", **conv)(x)
-    out["block5_conv3"] = layers.Conv2D(512, name="block5_conv3", **conv)(x)
+    # Block 5: 3 × conv (512), 1/16 (no pool5).
+    x = out["block5_conv1"] = layers.Conv2D(w["block5_conv1"], name="block5_conv1", **conv)(x)
+    x = out["block5_conv2"] = layers.Conv2D(w["block5_conv2"], name="block5_conv2", **conv)(x)
+    out["block5_conv3"] = layers.Conv2D(w["block5_conv3"], name="block5_conv3", **conv)(x)
     return out
 
 
@@ -288,6 +305,7 @@ def finaliser(x, *, blur_kernel_size, blur_sigma, centre_bias_grid):
 def deepgaze(
     *,
     body="vgg16",
+    body_widths=None,
     features=("block5_conv3",),
     short_side=224,
     blur_kernel_size=None,
@@ -299,6 +317,8 @@ def deepgaze(
 
     Args:
         body: ``"vgg16"`` or ``"tiny"`` (tests).
+        body_widths: the VGG16 body's 13 convolution widths (``None``: VGG16's own); the fast
+            model's pruned body sets them.
         features: body layers the readout reads, concatenated on the 1/16 grid.
         short_side: input short side the model is trained for; scales the blur kernel.
         blur_kernel_size: odd kernel width in pixels; default 153 at short side 224, scaled.
@@ -323,7 +343,12 @@ def deepgaze(
     # Input: RGB float32 0..255, any size with sides multiples of 16.
     inputs = keras.Input(shape=(None, None, 3), dtype="float32", name="rgb")
     x = CaffePreprocess(name="preprocess")(inputs)
-    body_out = body_fn(x)
+    if body_widths is not None:
+        if body != "vgg16":
+            raise ValueError(f"body_widths needs body 'vgg16'. Received: body={body!r}")
+        body_out = vgg16_body(x, tuple(body_widths))
+    else:
+        body_out = body_fn(x)
     x = readout({f: body_out[f] for f in features}, strides)
     outputs = finaliser(x, blur_kernel_size=blur_kernel_size, blur_sigma=blur_sigma,
                         centre_bias_grid=centre_bias_grid)

@@ -99,9 +99,13 @@ class GazeCrop(beam.PTransform):
             root=self._output.root, name="metadata", schema=METADATA_SCHEMA)
         _ = table_errors | "WriteErrors" >> WriteTable(root=self._output.root, name="errors", schema=ERRORS_SCHEMA)
         if self._progress_path:
+            # Ticked branch by branch, not after a Flatten: a runner may run a Flatten's consumer only once
+            # every input is complete, and the bar would jump to the end.
             first_ratio = ratio_label(self._crop_config.aspect_ratios[0])
-            cropped_images = rows | "OneRowPerImage" >> beam.Filter(
+            one_row_per_image = rows | "OneRowPerImage" >> beam.Filter(
                 lambda row: row["rank"] == 0 and row["aspect_ratio"] == first_ratio)
-            _ = ((cropped_images, errors, *skipped) | "Accounted" >> beam.Flatten()
-                 | "Progress" >> Tick(self._progress_path))
+            accounted = [one_row_per_image, match_errors, read_errors, decode_errors, inference_errors,
+                         crop_errors, write_errors, *skipped]
+            for i, done in enumerate(accounted):
+                _ = done | f"Progress{i}" >> Tick(self._progress_path)
         return rows, errors

@@ -21,8 +21,10 @@ case-insensitive store are not told apart (gs:// is case-sensitive); an object u
 its crops.
 
 **Tables.** `WriteToParquet` needs bounded input, so a streaming job writes each table per fixed
-window of event time (a notification's publish time, a file's match time) with `fileio.WriteToFiles`
-and `ParquetSink`:
+window with `fileio.WriteToFiles` and `ParquetSink`. A row's window is that of its `processed_at` (when
+the row was made): the batching steps (RunInference's and the crop search's BatchElements) emit batches
+stamped at the end of the global window or at a timer's time, so the input's own timestamps do not
+survive to the tables, and a row made now must land in a window that closes soon:
 
     ROOT/metadata/stream-<window start>-<window end>-<run id>-<shard>-of-<shards>.parquet
     ROOT/errors/stream-<window start>-<window end>-<run id>-<shard>-of-<shards>.parquet
@@ -338,6 +340,11 @@ class _SinkFactory:
         return ParquetSink(self._schema, self._table)
 
 
+def stamp_processed_at(row: dict) -> window.TimestampedValue:
+    """The row, timestamped at its `processed_at` (module docstring: Tables)."""
+    return window.TimestampedValue(row, row["processed_at"].timestamp())
+
+
 class WriteWindowedTable(beam.PTransform):
     """Rows to `ROOT/<name>/stream-<window>-<run id>-<shard>-of-<shards>.parquet`, one file per fixed
     window of `window_seconds` (module docstring). Returns WriteToFiles' file results."""
@@ -359,6 +366,7 @@ class WriteWindowedTable(beam.PTransform):
 
         return (
             rows
+            | "StampProcessedAt" >> beam.Map(stamp_processed_at)
             | "Window" >> beam.WindowInto(window.FixedWindows(self._window_seconds))
             | "WriteToFiles" >> fileio.WriteToFiles(
                 path=join(self._root, self._name), file_naming=WindowFileNaming(self._run_id),

@@ -1,0 +1,214 @@
+"""`gazecrop run --streaming`: GCS notifications from a real Pub/Sub emulator, images on a real GCS API
+server (both on loopback: tests/servers.py), the job on Beam's streaming DirectRunner; the notification
+parser and the model swap of the ModelHandler without a streaming runner."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import shutil
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from transforms.stream import (MalformedNotificationError, notification_to_file, parse_notification)
+
+PROJECT = "gazecrop-test"
+
+
+def _finalize(bucket: str, name: str, size: int, event: str = "OBJECT_FINALIZE") -> tuple[bytes, dict]:
+    """A notification as GCS sends it (`--payload-format=json`): attributes plus the object resource."""
+    attributes = {"bucketId": bucket, "objectId": name, "eventType": event, "objectGeneration": "1700000000000001",
+                  "eventTime": "2026-11-27T17:30:00.000000Z", "payloadFormat": "JSON_API_V1",
+                  "notificationConfig": f"projects/_/buckets/{bucket}/notificationConfigs/1"}
+    payload = {"kind": "storage#object", "bucket": bucket, "name": name, "size": str(size),
+               "updated": "2026-11-27T17:30:00.123Z", "contentType": "image/png", "generation": "1700000000000001"}
+    return json.dumps(payload).encode(), attributes
+
+
+# ----------------------------------------------------------------------------------------------
+# Notifications, without Beam
+# ----------------------------------------------------------------------------------------------
+
+def test_notification_becomes_a_named_matched_file():
+    data, attributes = _finalize("b", "in/kodak/kodim01.png", 1234)
+    matched = notification_to_file(parse_notification(data, attributes), input_prefix="gs://b/in/",
+                                   output_root="gs://b/out")
+    assert matched.uri == "gs://b/in/kodak/kodim01.png"
+    assert matched.relpath == "kodak/kodim01.png"
+    assert matched.size_in_bytes == 1234
+    expected = datetime.datetime(2026, 11, 27, 17, 30, 0, 123000, tzinfo=datetime.timezone.utc)
+    assert matched.modified_us == round(expected.timestamp() * 1_000_000)
+
+
+def test_notifications_ignored_or_refused():
+    data, attributes = _finalize("b", "in/a.png", 1, event="OBJECT_DELETE")
+    assert notification_to_file(parse_notification(data, attributes), input_prefix=None, output_root="/o") is None
+    data, attributes = _finalize("b", "out/crops/1x1/a.png.jpg", 1)  # the job's own output
+    assert notification_to_file(parse_notification(data, attributes), input_prefix=None,
+                                output_root="gs://b/out") is None
+    data, attributes = _finalize("b", "elsewhere/a.png", 1)
+    assert notification_to_file(parse_notification(data, attributes), input_prefix="gs://b/in/",
+                                output_root="gs://b/out") is None
+    # No prefix: named <bucket>/<object>, made safe (no "..", no escape from ROOT).
+    data, attributes = _finalize("b", "x/../../etc/passwd", 1)
+    matched = notification_to_file(parse_notification(data, attributes), input_prefix=None, output_root="/o")
+    assert matched.relpath == "b/x/%2E%2E/%2E%2E/etc/passwd"
+    for data, attributes in [(b"{not json", {"eventType": "OBJECT_FINALIZE", "bucketId": "b", "objectId": "a"}),
+                             (b"{}", {"bucketId": "b", "objectId": "a"}),
+                             (b'{"bucket": "b", "name": "a", "size": "many"}', {"eventType": "OBJECT_FINALIZE"}),
+                             (b'{"bucket": "c", "name": "a"}', {"eventType": "OBJECT_FINALIZE", "bucketId": "b",
+                                                                 "objectId": "a"}),
+                             (b"[]", {"eventType": "OBJECT_FINALIZE"})]:
+        with pytest.raises(MalformedNotificationError):
+            parse_notification(data, attributes)
+
+
+def test_local_runner_refuses_what_it_cannot_stream(tmp_path):
+    """File drops (MatchContinuously) and the model side input cannot run on Beam 2.77's Python
+    DirectRunner in streaming mode: the job is refused with the reason instead of hanging."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.options import parse
+    from pipeline.stream import UnsupportedOnRunnerError, check_runner
+    options, beam_args = parse(["--streaming", "--input", f"{tmp_path}/*.png", "--model", "tiny"])
+    assert beam_args == ["--runner=BundleBasedDirectRunner", "--streaming"]
+    with pytest.raises(UnsupportedOnRunnerError, match="MatchContinuously"):
+        check_runner(options, PipelineOptions(beam_args))
+    options, beam_args = parse(["--streaming", "--input_subscription", "projects/p/subscriptions/s",
+                                "--watch_model_pattern", f"{tmp_path}/*.weights.h5"])
+    with pytest.raises(UnsupportedOnRunnerError, match="side input"):
+        check_runner(options, PipelineOptions(beam_args))
+    check_runner(options, PipelineOptions(["--runner=DataflowRunner", "--streaming"]))  # allowed there
+
+
+def test_streaming_options_need_streaming():
+    from pipeline.options import parse
+    with pytest.raises(SystemExit):
+        parse(["--input", "a/*", "--window_seconds", "5"])
+    with pytest.raises(SystemExit):
+        parse(["--streaming", "--input", "a/*", "--input_subscription", "projects/p/subscriptions/s"])
+    with pytest.raises(SystemExit):
+        parse(["--streaming", "--input_subscription", "my-subscription"])
+
+
+# ----------------------------------------------------------------------------------------------
+# The streaming job: notifications in, crops and windowed tables out
+# ----------------------------------------------------------------------------------------------
+
+def _read_stream_table(root, name: str) -> tuple[list[str], list[dict]]:
+    files = sorted(p for p in (root / name).glob("*.parquet"))
+    rows = [row for f in files for row in pq.read_table(f).to_pylist()]
+    return [f.name for f in files], rows
+
+
+@pytest.mark.gcs
+@pytest.mark.pubsub
+def test_streaming_gcs_notifications(gcs_server, pubsub_server, fixtures_dir, tmp_path, tiny_info):
+    from apache_beam.io.filesystems import FileSystems
+    from google.cloud import pubsub_v1
+
+    from pipeline.options import parse
+    from pipeline.stream import run_streaming
+
+    images = {"in/kodak/kodim03.png": fixtures_dir / "kodak" / "kodim03.png",
+              "in/exif/Portrait_6.jpg": fixtures_dir / "exif_orientation" / "Portrait_6.jpg",
+              "in/skimage/coffee.png": fixtures_dir / "skimage" / "coffee.png"}
+    bucket = gcs_server.removeprefix("gs://")
+    for name, path in images.items():
+        with FileSystems.create(f"{gcs_server}/{name}") as f:
+            f.write(path.read_bytes())
+
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    topic = publisher.topic_path(PROJECT, "gcs-events")
+    subscription = subscriber.subscription_path(PROJECT, "gazecrop-stream")
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(name=subscription, topic=topic)
+    messages = [_finalize(bucket, name, path.stat().st_size) for name, path in images.items()]
+    messages.append(_finalize(bucket, "in/kodak/kodim03.png", 1, event="OBJECT_DELETE"))  # ignored
+    messages.append(_finalize(bucket, "elsewhere/x.png", 1))  # outside --input_prefix: ignored
+    messages.append((b"{truncated", {"eventType": "OBJECT_FINALIZE"}))  # malformed: one error row
+    for data, attributes in messages:
+        publisher.publish(topic, data, **attributes).result(timeout=30)
+
+    root = tmp_path / "out"
+    options, beam_args = parse([
+        "--streaming", "--input_subscription", subscription, "--input_prefix", f"{gcs_server}/in/",
+        "--output", str(root), "--model", "tiny", "--aspect_ratios", "1:1,16:9", "--window_seconds", "2",
+        "--max_batch_duration_secs", "1", "--streaming_duration_secs", "75"])
+    summary = run_streaming(options, beam_args, stop_when=lambda c: c.get("inputs_seen", 0) >= len(messages))
+
+    assert summary.settled
+    c = summary.counters
+    assert (c["inputs_seen"], c["inputs_ignored"], c["images_cropped"], c["error_rows"]) == (6, 2, 3, 1)
+    names, metadata = _read_stream_table(root, "metadata")
+    error_names, errors = _read_stream_table(root, "errors")
+    pattern = re.compile(r"^stream-\d{8}T\d{6}Z-\d{8}T\d{6}Z-\d{8}T\d{6}Z-[0-9a-f]{6}-\d{5}-of-\d{5}\.parquet$")
+    assert names and all(pattern.match(n) for n in names + error_names), names + error_names
+    # Every image cropped and recorded exactly once per ratio, by the tiny model.
+    keys = sorted((r["source_uri"], r["aspect_ratio"]) for r in metadata)
+    assert keys == sorted((f"{gcs_server}/{name}", ratio) for name in images for ratio in ("1:1", "16:9"))
+    assert {r["model_version"] for r in metadata} == {tiny_info.version}
+    assert {r["output_uri"] for r in metadata} >= {f"{root}/crops/1x1/kodak/kodim03.png.jpg",
+                                                     f"{root}/crops/16x9/exif/Portrait_6.jpg.jpg"}
+    for row in metadata:
+        assert (root / row["output_uri"][len(str(root)) + 1:]).is_file()
+    portrait = {(r["source_width"], r["source_height"]) for r in metadata if "Portrait_6" in r["source_uri"]}
+    assert portrait == {(1200, 1800)}
+    assert [(e["stage"], e["error_type"]) for e in errors] == [("read", "MalformedNotificationError")]
+    assert errors[0]["source_uri"].startswith(f"pubsub://{subscription}#")
+
+
+# ----------------------------------------------------------------------------------------------
+# Model swap: RunInference's model side input and the handler's update_model_path
+# ----------------------------------------------------------------------------------------------
+
+def _second_model(directory) -> str:
+    """A readout file that is the bundled model with one array changed: another model version, cheaply."""
+    from model.loading import BUNDLED
+    path = directory / "v2.weights.h5"
+    shutil.copyfile(BUNDLED["default"], path)
+    with h5py.File(path, "r+") as f:
+        weight = f["layers/centre_bias/1"]
+        weight[...] = np.asarray(weight[()]) * 1.5
+    return str(path)
+
+
+def test_model_side_input_swaps_model_and_version(tmp_path, fixtures_dir, tiny_info):
+    """RunInference with a model side input naming another readout file: the handler loads it (through
+    the multi-process proxy) and every result carries that model's version, not the job's."""
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import ModelMetadata
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from model import load_model
+    from transforms.decode import DecodeImages
+    from transforms.inference import DeepGazeModelHandler, PredictSaliency
+    from transforms.records import SourceFile
+
+    path = _second_model(tmp_path)
+    new_version = load_model(path).version
+    assert new_version != tiny_info.version
+    source = SourceFile(uri="kodim03.png", relpath="kodim03.png",
+                        data=(fixtures_dir / "kodak" / "kodim03.png").read_bytes())
+    with TestPipeline(runner="FnApiRunner") as p:
+        models = p | "Model" >> beam.Create([ModelMetadata(model_id=path, model_name="v2")])
+        decoded, _ = p | beam.Create([source]) | DecodeImages(input_size=tiny_info.input_size)
+        predicted, errors = decoded | PredictSaliency(DeepGazeModelHandler(tiny_info), model_metadata_pcoll=models)
+        assert_that(predicted | beam.Map(lambda s: (s.uri, s.model_version)),
+                    equal_to([("kodim03.png", new_version)]))
+        assert_that(errors, equal_to([]), label="NoErrors")
+
+
+def test_handler_keeps_its_model_without_a_newer_file(tiny_info):
+    """WatchFilePattern sends "" while no file is newer than the job: the job's own model stays."""
+    from transforms.inference import DeepGazeModelHandler
+    handler = DeepGazeModelHandler(tiny_info)
+    handler.update_model_path("")
+    assert handler.current_spec() == "tiny"
+    handler.update_model_path("gs://b/models/v2.weights.h5")
+    assert handler.current_spec() == "gs://b/models/v2.weights.h5"
