@@ -175,8 +175,9 @@ def add_streaming_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max_batch_duration_secs", default=2, type=int, metavar="S",
                        help="longest wait, in whole seconds, for a model batch to fill (default: %(default)s)")
     group.add_argument("--watch_model_pattern", default=None, metavar="PATTERN",
-                       help="swap in the newest readout weights file matching PATTERN while running "
-                            "(RunInference's model side input); must match a file when the job starts")
+                       help="swap in the newest readout weights file matching PATTERN that appears while "
+                            "the job runs (the model handler looks before a batch, at most every "
+                            "--watch_model_interval_secs); rows carry the new model's version from then on")
     group.add_argument("--watch_model_interval_secs", default=60.0, type=float, metavar="S",
                        help="seconds between listings of --watch_model_pattern (default: %(default)s)")
     group.add_argument("--streaming_duration_secs", default=0.0, type=float, metavar="S",

@@ -10,15 +10,16 @@ Pub/Sub GCS notifications ─▶ ReadNotifications ─┐
 The stages after the input are the batch job's own (`pipeline.compose`), so a streamed image is cropped
 and described exactly as in a batch run; only the tables differ (per window: `transforms.stream`).
 RunInference batches with `--max_batch_duration_secs`, so a lone image waits at most that long for a
-batch. With `--watch_model_pattern`, RunInference's model side input (Beam's `WatchFilePattern`) swaps
-in the newest readout file matching the pattern; rows carry the new model's version from then on.
+batch. With `--watch_model_pattern`, the model handler swaps in the newest readout file matching the
+pattern (`transforms.inference.ModelWatch`; why not RunInference's model side input: see
+`DeepGazeModelHandler`); rows carry the new model's version from then on.
 
 Runners: Beam's Python DirectRunner streams only with its bundle-based engine
 (`BundleBasedDirectRunner`, the default here with --streaming; the FnApiRunner runs batch only) and, in
-Beam 2.77, only from Pub/Sub: it cannot run splittable DoFns in streaming mode (MatchContinuously,
-WatchFilePattern), and a side input of an unbounded source in the global window blocks the main input
-forever. `check_runner` refuses those combinations with the reason instead of hanging; they are meant
-for Dataflow (or another portable runner).
+Beam 2.77, only from Pub/Sub: it cannot run splittable DoFns in streaming mode (MatchContinuously).
+`check_runner` refuses that combination with the reason instead of failing later. Flink (`--runner
+FlinkRunner`, see launch/flink.sh) runs `--streaming --input`; Python's Pub/Sub reader is Dataflow's
+and the DirectRunner's only.
 
 Stopping: `--streaming_duration_secs N` (tests, demos) or Ctrl-C stops taking new work, waits until
 everything already received is written (crops and both tables; at most `--window_seconds` plus a
@@ -41,7 +42,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipeline.options import RunOptions
 from transforms.crop import CropConfig, read_focus_table
 from transforms.decode import DecodeImages
-from transforms.inference import DeepGazeModelHandler, PredictSaliency, describe_model
+from transforms.inference import DeepGazeModelHandler, ModelWatch, PredictSaliency, describe_model
 from transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA
 from transforms.read import ReadMatchedFiles, absolute_uri
 from transforms.select import SelectCrops, rekey_focus_table
@@ -77,11 +78,6 @@ def check_runner(options: RunOptions, pipeline_options: PipelineOptions) -> None
                        "2.77's Python DirectRunner cannot run in streaming mode (RuntimeError: Transform node "
                        "...ProcessKeyedElements/GroupByKey/GroupByKey, _GroupByKeyOnly) was not replaced as "
                        "expected); use --input_subscription with GCS notifications, or DataflowRunner")
-    if options.watch_model_pattern:
-        reasons.append("--watch_model_pattern feeds RunInference a side input from an unbounded source in "
-                       "the global window; Beam 2.77's Python DirectRunner holds the main input until that "
-                       "side input's watermark reaches the end of the global window, i.e. forever (and "
-                       "WatchFilePattern is a splittable DoFn, as above); use DataflowRunner")
     if reasons:
         raise UnsupportedOnRunnerError("; ".join(reasons))
 
@@ -90,8 +86,13 @@ def build_streaming(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeM
                     run_id: str | None = None):
     """Apply the streaming job to `p`. Returns `(metadata_rows, error_rows)` (before windowing)."""
     model_info = describe_model(options.model)
+    watch = None
+    if options.watch_model_pattern:
+        watch = ModelWatch(pattern=options.watch_model_pattern, interval_secs=options.watch_model_interval_secs,
+                           since=time.time())
     handler = handler or DeepGazeModelHandler(model_info, max_batch_size=options.batch_size,
-                                              max_batch_duration_secs=options.max_batch_duration_secs)
+                                              max_batch_duration_secs=options.max_batch_duration_secs,
+                                              watch=watch)
     root = absolute_uri(options.output)
     run_id = run_id or new_run_id()
     focus = rekey_focus_table(read_focus_table(options.focus)) if options.focus else {}
@@ -110,17 +111,10 @@ def build_streaming(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeM
         matched = ([p | f"MatchNewFiles{i}" >> MatchNewFiles(pattern=pattern, interval=options.poll_interval_secs)
                     for i, pattern in enumerate(options.inputs)]
                    | "AllMatched" >> beam.Flatten())
-    model_updates = None
-    if options.watch_model_pattern:
-        from apache_beam.ml.inference.utils import WatchFilePattern
-        model_updates = p | "WatchModel" >> WatchFilePattern(
-            file_pattern=options.watch_model_pattern, interval=options.watch_model_interval_secs)
-
     sources, read_errors = matched | "ReadMatchedFiles" >> ReadMatchedFiles(max_input_bytes=options.max_input_bytes)
     decoded, decode_errors = sources | "DecodeImages" >> DecodeImages(
         input_size=model_info.input_size, max_megapixels=options.max_megapixels)
-    predicted, inference_errors = decoded | "PredictSaliency" >> PredictSaliency(
-        handler, model_metadata_pcoll=model_updates)
+    predicted, inference_errors = decoded | "PredictSaliency" >> PredictSaliency(handler)
     cropped, crop_errors = predicted | "SelectCrops" >> SelectCrops(config=crop_config, focus=focus)
     rows, write_errors = cropped | "WriteCrops" >> WriteCrops(config=output, settings=settings_id(crop_config, output))
     errors = ((*input_errors, read_errors, decode_errors, inference_errors, crop_errors, write_errors)
@@ -159,14 +153,47 @@ def settled(c: dict[str, int]) -> bool:
             and c.get("errors_files_written", 0) >= c.get("errors_files_flushed", 0))
 
 
+def run_table_counts(root: str, run_id: str) -> dict[str, int]:
+    """Counters recovered from this run's own table files (named with its run id), for runners that
+    report no metrics for a cancelled streaming job (Flink's portable runner): images cropped, crops
+    and error rows, and the files of each table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+    counts: dict[str, int] = {}
+    for name in ("metadata", "errors"):
+        files = [m.path for m in FileSystems.match([join(root, name, f"stream-*-{run_id}-*.parquet")])[0].metadata_list]
+        rows = []
+        for path in files:
+            with FileSystems.open(path) as f:
+                rows += pq.read_table(pa.BufferReader(f.read()), columns=["source_uri"]).column(0).to_pylist()
+        counts[f"{name}_files_written"] = len(files)
+        if name == "metadata":
+            counts["metadata_rows"], counts["images_cropped"] = len(rows), len(set(rows))
+        else:
+            counts["error_rows"] = len(rows)
+    return counts
+
+
 @dataclasses.dataclass(frozen=True)
 class StreamSummary:
-    """What a streaming run did, from its counters."""
+    """What a streaming run did, from its counters (or, where the runner reported none, from the table
+    files the run wrote: `from_tables`)."""
     counters: dict
     settled: bool  # False: stopped with work in flight (see `settled`)
+    from_tables: bool = False
 
     def lines(self, root: str) -> list[str]:
         c = self.counters
+        if self.from_tables:
+            return [f"gazecrop (streaming): cropped {c.get('images_cropped', 0)} images "
+                    f"({c.get('metadata_rows', 0)} crops), failed {c.get('error_rows', 0)} "
+                    f"(read from this run's table files: the runner reported no counters)",
+                    f"  table files: metadata {c.get('metadata_files_written', 0)}, errors "
+                    f"{c.get('errors_files_written', 0)}",
+                    f"  crops:    {join(root, 'crops')}/<ratio>/",
+                    f"  metadata: {join(root, 'metadata')}/stream-*.parquet",
+                    f"  errors:   {join(root, 'errors')}/stream-*.parquet"]
         failed = c.get("error_rows", 0)
         out = [f"gazecrop (streaming): saw {c.get('inputs_seen', 0)} inputs, ignored {c.get('inputs_ignored', 0)}, "
                f"cropped {c.get('images_cropped', 0)} images ({c.get('metadata_rows', 0)} crops), failed {failed}"]
@@ -201,7 +228,8 @@ def run_streaming(options: RunOptions, beam_args: list[str], *,
     pipeline_options = PipelineOptions(beam_args)
     check_runner(options, pipeline_options)
     p = beam.Pipeline(options=pipeline_options)
-    build_streaming(p, options)
+    run_id = new_run_id()
+    build_streaming(p, options, run_id=run_id)
     result = p.run()
     failure: list[BaseException] = []
 
@@ -216,13 +244,20 @@ def run_streaming(options: RunOptions, beam_args: list[str], *,
     duration = options.streaming_duration_secs or None
     _wait(waiter, duration, lambda: bool(stop_when and stop_when(counters(result))))
     grace = options.window_seconds + DRAIN_GRACE_SECS
-    _wait(waiter, grace, lambda: settled(counters(result)))
+    # A runner that reports no counters while the job runs (Flink's portable runner) cannot say when
+    # it has settled: then the whole grace period is waited.
+    _wait(waiter, grace, lambda: bool(counters(result)) and settled(counters(result)))
     is_settled = settled(counters(result))
     if waiter.is_alive():
         result.cancel()
     if failure:
         raise failure[0]
-    summary = StreamSummary(counters=counters(result), settled=is_settled)
+    reported = counters(result)
+    if reported:
+        summary = StreamSummary(counters=reported, settled=is_settled)
+    else:
+        summary = StreamSummary(counters=run_table_counts(absolute_uri(options.output), run_id), settled=is_settled,
+                                from_tables=True)
     for line in summary.lines(absolute_uri(options.output)):
         print(line)
     return summary

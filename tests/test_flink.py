@@ -91,3 +91,53 @@ def test_flink_sh_submits_to_a_cluster_address_with_the_chosen_worker_environmen
     command = _flink_sh({"FLINK_MASTER": "jm:8081", "ENVIRONMENT_TYPE": "EXTERNAL"})
     assert {"--environment_type=EXTERNAL", "--environment_config=localhost:50000"} <= set(command)
     assert "--environment_type=LOOPBACK" in _flink_sh({"FLINK_MASTER": "[local]"})
+
+
+def test_streaming_file_drops_and_a_model_swap_on_flink(fixtures_dir, tmp_path, job_server_jar, tiny_info):
+    """`--streaming --input` (fileio.MatchContinuously) on Flink's streaming mode: a file dropped
+    while the job runs is cropped; a model uploaded to --watch_model_pattern while it runs makes every
+    later crop, and its rows carry the new version."""
+    import threading
+    import time
+
+    import pyarrow.parquet as pq
+
+    from model import load_model
+    from pipeline.options import parse
+    from pipeline.stream import run_streaming
+    from test_streaming import _second_model
+
+    drop, models, out = tmp_path / "drop", tmp_path / "models", tmp_path / "out"
+    drop.mkdir()
+    models.mkdir()
+    shutil.copy(fixtures_dir / "kodak" / "kodim03.png", drop / "first.png")
+
+    def rows() -> dict[str, str]:
+        found = {}
+        for path in (out / "metadata").glob("stream-*.parquet"):
+            for row in pq.read_table(path).to_pylist():
+                found[Path(row["source_uri"]).name] = row["model_version"]
+        return found
+
+    swapped = []
+
+    def upload_then_drop():
+        deadline = time.monotonic() + 240
+        while "first.png" not in rows() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        swapped.append(_second_model(models))
+        time.sleep(3)  # past --watch_model_interval_secs
+        shutil.copy(fixtures_dir / "kodak" / "kodim05.png", drop / "second.png")
+
+    threading.Thread(target=upload_then_drop, daemon=True).start()
+    options, beam_args = parse([
+        "--streaming", "--input", f"{drop}/*.png", "--output", str(out), "--model", "tiny",
+        "--aspect_ratios", "1:1", "--poll_interval_secs", "2", "--window_seconds", "2",
+        "--watch_model_pattern", f"{models}/*.weights.h5", "--watch_model_interval_secs", "1",
+        "--streaming_duration_secs", "240", "--runner=FlinkRunner", "--flink_master=[local]",
+        f"--flink_job_server_jar={job_server_jar}", "--environment_type=LOOPBACK", "--parallelism=1"])
+    summary = run_streaming(options, beam_args, stop_when=lambda _: "second.png" in rows())
+
+    assert rows() == {"first.png": tiny_info.version, "second.png": load_model(swapped[0]).version}
+    assert summary.from_tables and summary.counters["images_cropped"] == 2
+    assert (out / "crops" / "1x1" / "second.png.jpg").is_file()

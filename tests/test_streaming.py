@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
 import shutil
+import threading
+import time
 
 import h5py
 import numpy as np
@@ -80,9 +83,7 @@ def test_local_runner_refuses_what_it_cannot_stream(tmp_path):
         check_runner(options, PipelineOptions(beam_args))
     options, beam_args = parse(["--streaming", "--input_subscription", "projects/p/subscriptions/s",
                                 "--watch_model_pattern", f"{tmp_path}/*.weights.h5"])
-    with pytest.raises(UnsupportedOnRunnerError, match="side input"):
-        check_runner(options, PipelineOptions(beam_args))
-    check_runner(options, PipelineOptions(["--runner=DataflowRunner", "--streaming"]))  # allowed there
+    check_runner(options, PipelineOptions(beam_args))  # the handler watches: fine on every runner
 
 
 def test_streaming_options_need_streaming():
@@ -139,11 +140,26 @@ def test_streaming_gcs_notifications(gcs_server, pubsub_server, fixtures_dir, tm
         "--streaming", "--input_subscription", subscription, "--input_prefix", f"{gcs_server}/in/",
         "--output", str(root), "--model", "tiny", "--aspect_ratios", "1:1,16:9", "--window_seconds", "2",
         "--max_batch_duration_secs", "1", "--streaming_duration_secs", "75"])
-    summary = run_streaming(options, beam_args, stop_when=lambda c: c.get("inputs_seen", 0) >= len(messages))
+    # The DirectRunner's Pub/Sub reader advances the watermark (so closes windows) when a pull returns,
+    # and a pull on an idle subscription waits up to 30 s: a live bucket's steady trickle of events is
+    # played by an ignored event each half second.
+    done = threading.Event()
+    delete_data, delete_attributes = _finalize(bucket, "in/deleted.png", 1, event="OBJECT_DELETE")
+
+    def trickle():
+        while not done.wait(0.5):
+            publisher.publish(topic, delete_data, **delete_attributes)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    try:
+        summary = run_streaming(options, beam_args, stop_when=lambda c: c.get("inputs_seen", 0) >= len(messages))
+    finally:
+        done.set()
 
     assert summary.settled
     c = summary.counters
-    assert (c["inputs_seen"], c["inputs_ignored"], c["images_cropped"], c["error_rows"]) == (6, 2, 3, 1)
+    trickled = c["inputs_seen"] - len(messages)
+    assert (c["inputs_ignored"] - trickled, c["images_cropped"], c["error_rows"]) == (2, 3, 1)
     names, metadata = _read_stream_table(root, "metadata")
     error_names, errors = _read_stream_table(root, "errors")
     pattern = re.compile(r"^stream-\d{8}T\d{6}Z-\d{8}T\d{6}Z-\d{8}T\d{6}Z-[0-9a-f]{6}-\d{5}-of-\d{5}\.parquet$")
@@ -163,52 +179,54 @@ def test_streaming_gcs_notifications(gcs_server, pubsub_server, fixtures_dir, tm
 
 
 # ----------------------------------------------------------------------------------------------
-# Model swap: RunInference's model side input and the handler's update_model_path
+# Model swap: the handler watches --watch_model_pattern
 # ----------------------------------------------------------------------------------------------
 
-def _second_model(directory) -> str:
-    """A readout file that is the bundled model with one array changed: another model version, cheaply."""
+def _second_model(directory, name: str = "v2.weights.h5") -> str:
+    """A readout file that is the bundled model with one array changed: another model version, cheaply.
+    Written under a temporary name and renamed, as a user uploads a model."""
     from model.loading import BUNDLED
-    path = directory / "v2.weights.h5"
-    shutil.copyfile(BUNDLED["default"], path)
-    with h5py.File(path, "r+") as f:
+    path, partial = directory / name, directory / f"{name}.partial"
+    shutil.copyfile(BUNDLED["default"], partial)
+    with h5py.File(partial, "r+") as f:
         weight = f["layers/centre_bias/1"]
         weight[...] = np.asarray(weight[()]) * 1.5
+    os.replace(partial, path)
     return str(path)
 
 
-def test_model_side_input_swaps_model_and_version(tmp_path, fixtures_dir, tiny_info):
-    """RunInference with a model side input naming another readout file: the handler loads it (through
-    the multi-process proxy) and every result carries that model's version, not the job's."""
-    import apache_beam as beam
-    from apache_beam.ml.inference.base import ModelMetadata
-    from apache_beam.testing.test_pipeline import TestPipeline
-    from apache_beam.testing.util import assert_that, equal_to
-
+def test_watched_model_is_swapped_in_between_batches(tmp_path, fixtures_dir, tiny_info):
+    """Before a newer file matches the pattern the job's model runs; after, every batch runs the new one
+    and its results carry its version; a file older than the job is never picked."""
     from model import load_model
-    from transforms.decode import DecodeImages
-    from transforms.inference import DeepGazeModelHandler, PredictSaliency
-    from transforms.records import SourceFile
+    from transforms.decode import decode_for_model
+    from transforms.inference import DeepGazeModelHandler, ModelWatch, load_cached
+    from transforms.records import DecodedImage
 
+    models = tmp_path / "models"
+    models.mkdir()
+    old = _second_model(models, "old.weights.h5")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    data = (fixtures_dir / "kodak" / "kodim03.png").read_bytes()
+    pixels = decode_for_model(data, input_size=tiny_info.input_size).pixels
+    batch = [DecodedImage("kodim03.png", "kodim03.png", data, "", 768, 512, pixels)]
+    handler = DeepGazeModelHandler(tiny_info, watch=ModelWatch(str(models / "*.weights.h5"), interval_secs=0,
+                                                               since=time.time() - 60))
+    job_model = handler.load_model()
+    assert [r.model_version for r in handler.run_inference(batch, job_model)] == [tiny_info.version]
+
+    path = _second_model(models)
+    (result,) = handler.run_inference(batch, job_model)
+    assert result.model_version == load_model(path).version != tiny_info.version
+    expected = load_cached(path).predict(pixels[None].astype(np.float32))[0]
+    assert np.allclose(result.log_density, expected)  # made by the new model, not only labelled so
+
+
+def test_watched_model_with_another_input_size_is_refused(tmp_path, tiny_info):
+    from transforms.inference import DeepGazeModelHandler, ModelInfo, ModelWatch
     path = _second_model(tmp_path)
-    new_version = load_model(path).version
-    assert new_version != tiny_info.version
-    source = SourceFile(uri="kodim03.png", relpath="kodim03.png",
-                        data=(fixtures_dir / "kodak" / "kodim03.png").read_bytes())
-    with TestPipeline(runner="FnApiRunner") as p:
-        models = p | "Model" >> beam.Create([ModelMetadata(model_id=path, model_name="v2")])
-        decoded, _ = p | beam.Create([source]) | DecodeImages(input_size=tiny_info.input_size)
-        predicted, errors = decoded | PredictSaliency(DeepGazeModelHandler(tiny_info), model_metadata_pcoll=models)
-        assert_that(predicted | beam.Map(lambda s: (s.uri, s.model_version)),
-                    equal_to([("kodim03.png", new_version)]))
-        assert_that(errors, equal_to([]), label="NoErrors")
-
-
-def test_handler_keeps_its_model_without_a_newer_file(tiny_info):
-    """WatchFilePattern sends "" while no file is newer than the job: the job's own model stays."""
-    from transforms.inference import DeepGazeModelHandler
-    handler = DeepGazeModelHandler(tiny_info)
-    handler.update_model_path("")
-    assert handler.current_spec() == "tiny"
-    handler.update_model_path("gs://b/models/v2.weights.h5")
-    assert handler.current_spec() == "gs://b/models/v2.weights.h5"
+    other = ModelInfo(spec="tiny", version=tiny_info.version, short_side=160)
+    handler = DeepGazeModelHandler(other, watch=ModelWatch(str(tmp_path / "*.h5"), interval_secs=0))
+    with pytest.raises(ValueError, match="must keep the input short side"):
+        handler.run_inference([], handler.load_model())
+    assert path

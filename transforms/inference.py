@@ -11,31 +11,37 @@ a batch's images by shape and makes one model call per shape group, so nothing i
 worker machine and every SDK process of that machine calls it through a proxy
 (`apache_beam.utils.multi_process_shared`), so a machine with N processes holds one copy of the weights
 (one GPU memory footprint where a GPU is present: TensorFlow places the model there itself).
-Through that proxy only the model's methods are reachable (`predict`, `describe`), never its
+Through that proxy only the model's methods are reachable (`predict`), never its
 attributes; what the pipeline needs to know about the model (version, short side) comes from
 `ModelInfo`, read once when the pipeline is built.
 
-**Model swap while running (streaming).** RunInference's model side input (`model_metadata_pcoll`, e.g.
-Beam's `WatchFilePattern`) hands the handler a new readout weights path: `update_model_path` records
-it, RunInference reloads the model under that path's tag, and from then on every result carries the new
-model's version, asked once per path from the loaded model itself (`SaliencyModel.describe`, a method,
-so it works through the proxy). A model whose input short side differs from the one the decode stage
-resizes for is refused: every image of such a batch becomes an error row at stage `inference`.
+**Model swap while running (streaming).** With a `ModelWatch` (--watch_model_pattern) the handler
+looks for a newer readout weights file before each batch and, when one appears, runs every later batch
+on it; every result carries the version of the model that made it. A model whose input short side
+differs from the one the decode stage resizes for is refused: every image of such a batch becomes an
+error row at stage `inference`. (Why the handler watches rather than RunInference's model side input:
+see `DeepGazeModelHandler`.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from transforms.records import DecodedImage, SaliencyImage, dead_letter_rows
+
+_LOGGER = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +67,21 @@ class ModelInfo:
 TF_ENV_VARS = {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}
 
 
-@functools.lru_cache(maxsize=2)
+# Building Keras models from several threads at once is not safe (the DirectRunner runs DoFns in
+# threads; two of them swapping in a watched model at once hung the job).
+_LOAD_LOCK = threading.Lock()
+
+
 def load_cached(spec: str) -> Any:
-    """`model.load_model(spec)`, once per process: where the pipeline is built and where it runs are
-    the same process (the DirectRunner in-process), the model describe_model loaded is reused."""
+    """`model.load_model(spec)`, once per process and one at a time: where the pipeline is built and
+    where it runs are the same process (the DirectRunner in-process), the model describe_model loaded is
+    reused."""
+    with _LOAD_LOCK:
+        return _load_once(spec)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_once(spec: str) -> Any:
     for name, value in TF_ENV_VARS.items():
         os.environ.setdefault(name, value)
     from model import load_model
@@ -103,6 +120,25 @@ def predict_by_shape(model: Any, images: Sequence[DecodedImage], model_version: 
     return results
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelWatch:
+    """--watch_model_pattern: swap in the newest readout weights file matching `pattern` that was
+    modified after `since` (epoch seconds: when the job was built), looking at most every
+    `interval_secs`. Upload each new model under a new name, whole (a copy then a rename, or one
+    object write): a file is loaded as soon as it is seen."""
+    pattern: str
+    interval_secs: float = 60.0
+    since: float = 0.0
+
+    def newest(self) -> str | None:
+        """The newest matching file modified after `since`, or None."""
+        files = [m for m in FileSystems.match([self.pattern])[0].metadata_list
+                 if (m.last_updated_in_seconds or 0) > self.since and not m.path.endswith("/")]
+        if not files:
+            return None
+        return max(files, key=lambda m: (m.last_updated_in_seconds, m.path)).path
+
+
 class DeepGazeModelHandler(ModelHandler[DecodedImage, SaliencyImage, Any]):
     """ModelHandler for gazecrop's DeepGaze model (`model.load_model`).
 
@@ -113,52 +149,56 @@ class DeepGazeModelHandler(ModelHandler[DecodedImage, SaliencyImage, Any]):
       max_batch_duration_secs: flush a partial batch after this long (streaming only). Beam's
         BatchElements then buffers in a stateful DoFn keyed per worker process, with a processing-time
         timer: a lone image waits at most this long for company.
+      watch: swap the model while the job runs (`ModelWatch`; streaming jobs).
+
+    **Swapping the model.** Beam's own route, a RunInference model side input fed by
+    `WatchFilePattern`, never delivers an update on the runners this project can test: Flink's portable
+    runner reads a global-window side input once, and Beam 2.77's Python DirectRunner holds the main
+    input until such a side input is complete, i.e. forever. So the handler watches the pattern itself,
+    before each batch (at most every `interval_secs`), the same way on every runner: when a newer file
+    appears, each worker process loads it (its own copy, beside the shared job model) and every result
+    from then on carries that model's version.
     """
 
     def __init__(self, model_info: ModelInfo, *, inference_fn: InferenceFn = predict_by_shape,
                  min_batch_size: int = 1, max_batch_size: int = 16,
-                 max_batch_duration_secs: int | None = None):
+                 max_batch_duration_secs: int | None = None, watch: ModelWatch | None = None):
         super().__init__(env_vars=dict(TF_ENV_VARS))
         self._model_info = model_info
         self._inference_fn = inference_fn
         self._batching = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
         if max_batch_duration_secs is not None:
             self._batching["max_batch_duration_secs"] = max_batch_duration_secs
-        self._model_path = ""  # set by the model side input; "" = model_info.spec
-        self._versions: dict[str, str] = {}  # model path -> version, asked once per path
-
-    def update_model_path(self, model_path: str | None = None) -> None:
-        """RunInference's model side input names a new readout weights file (or "" / None: no newer file
-        than the one the job started with, so keep `model_info.spec`)."""
-        if model_path:
-            self._model_path = model_path
-
-    def current_spec(self) -> str:
-        """What `load_model` loads now: the side input's latest path, else the job's --model."""
-        return self._model_path or self._model_info.spec
+        self._watch = watch
+        self._swapped = ""  # the watched file in use ("" = the job's model)
+        self._next_look = 0.0  # monotonic time of the next look at the watched pattern
 
     def load_model(self) -> Any:
-        return load_cached(self.current_spec())
+        return load_cached(self._model_info.spec)
 
-    def model_version(self, model: Any) -> str:
-        """The version written into results: `model_info.version` for the job's own model; for a
-        swapped-in file, the loaded model's own (asked through `describe`, once per path), after
-        checking that it takes the input size the decode stage produces."""
-        spec = self.current_spec()
-        if spec == self._model_info.spec:
-            return self._model_info.version
-        if spec not in self._versions:
-            described = model.describe()
-            if int(described["short_side"]) != self._model_info.short_side:
-                raise ValueError(f"model {spec} has input short side {described['short_side']}, the job "
-                                 f"decodes for {self._model_info.short_side} (model {self._model_info.spec}); "
-                                 f"a swapped model must keep the input short side")
-            self._versions[spec] = str(described["version"])
-        return self._versions[spec]
+    def swapped_model(self) -> str:
+        """The watched file whose model this worker now uses, "" for the job's own model; looks at the
+        pattern first when `interval_secs` has passed since the last look."""
+        if self._watch and time.monotonic() >= self._next_look:
+            self._next_look = time.monotonic() + self._watch.interval_secs
+            newest = self._watch.newest()
+            if newest and newest != self._swapped:
+                swapped = load_cached(newest)
+                if int(swapped.short_side) != self._model_info.short_side:
+                    raise ValueError(f"model {newest} has input short side {swapped.short_side}, the job "
+                                     f"decodes for {self._model_info.short_side} (model {self._model_info.spec});"
+                                     f" a swapped model must keep the input short side")
+                _LOGGER.info("Swapped in model %s (version %s)", newest, swapped.version)
+                self._swapped = newest
+        return self._swapped
 
     def run_inference(self, batch: Sequence[DecodedImage], model: Any,
                       inference_args: dict[str, Any] | None = None) -> Iterable[SaliencyImage]:
-        return self._inference_fn(model, batch, self.model_version(model))
+        swapped = self.swapped_model()
+        if swapped:
+            model = load_cached(swapped)
+            return self._inference_fn(model, batch, model.version)
+        return self._inference_fn(model, batch, self._model_info.version)
 
     def get_metrics_namespace(self) -> str:
         return "gazecrop_inference"
@@ -171,20 +211,13 @@ class DeepGazeModelHandler(ModelHandler[DecodedImage, SaliencyImage, Any]):
 
 
 class PredictSaliency(beam.PTransform):
-    """RunInference over decoded images. Returns `(saliency_images, error_rows)`.
+    """RunInference over decoded images. Returns `(saliency_images, error_rows)`."""
 
-    `model_metadata_pcoll`: optional RunInference model side input (`ModelMetadata` whose `model_id`
-    is a readout weights path), e.g. `apache_beam.ml.inference.utils.WatchFilePattern`, to swap the model
-    while a streaming job runs.
-    """
-
-    def __init__(self, handler: DeepGazeModelHandler, *, model_metadata_pcoll=None):
+    def __init__(self, handler: DeepGazeModelHandler):
         super().__init__()
         self._handler = handler
-        self._model_metadata_pcoll = model_metadata_pcoll
 
     def expand(self, images):
-        inference = RunInference(self._handler, model_metadata_pcoll=self._model_metadata_pcoll)
-        predicted, failed = images | "RunInference" >> inference.with_exception_handling()
+        predicted, failed = images | "RunInference" >> RunInference(self._handler).with_exception_handling()
         errors = failed.failed_inferences | "ErrorRows" >> beam.FlatMap(dead_letter_rows, stage="inference")
         return predicted, errors

@@ -1,0 +1,53 @@
+"""The bundled fast model (``load_model("fast")``): loads offline, its geometry, its output, its cost."""
+
+import re
+
+import numpy as np
+import pytest
+
+from model import WeightsError, load_model
+from model.bench import multiply_adds
+from model.loading import BUNDLED
+from model.saliency import logsumexp
+
+
+@pytest.fixture(scope="module")
+def fast():
+    return load_model("fast")
+
+
+def _batch(b, h, w, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (b, h, w, 3)).astype(np.float32)
+
+
+def test_fast_loads_from_its_own_file(fast):
+    assert fast.name == "fast" and fast.short_side == 128
+    assert re.fullmatch(r"[0-9a-f]{12}", fast.version)
+    assert fast.config["backbone"] == "in-file"           # the pruned body is in the file
+    assert BUNDLED["fast"].stat().st_size < 5_000_000      # committed small
+    assert fast.keras_model.get_layer("block1_conv1").filters < 64
+
+
+@pytest.mark.parametrize("source, size", [((1000, 1000), (128, 128)), ((768, 1024), (128, 176)),
+                                          ((1024, 768), (176, 128)), ((300, 2000), (128, 512))])
+def test_fast_input_sizes_and_log_density(fast, source, size):
+    assert fast.input_size(*source) == size
+    out = fast.predict(_batch(2, *size))
+    assert out.shape == (2, *size) and out.dtype == np.float32
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(logsumexp(out, axis=(1, 2)), 0.0, atol=1e-4)
+    assert not np.allclose(out[0], out[0].mean())          # not a flat map
+
+
+def test_fast_differs_from_default_and_is_cheaper(fast):
+    default = load_model("default")
+    assert fast.version != default.version
+    fast_cost = multiply_adds(fast, 128, 128)
+    assert fast_cost < 1.2e9
+    assert multiply_adds(default, 224, 224) > 10 * fast_cost
+    assert fast.keras_model.count_params() < default.keras_model.count_params() / 5
+
+
+def test_fast_refuses_another_body():
+    with pytest.raises(WeightsError, match="in-file"):
+        load_model("fast", backbone="hed")
