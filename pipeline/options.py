@@ -12,10 +12,10 @@ import dataclasses
 import difflib
 import re
 
-from transforms.crop import parse_aspect_ratios
+from transforms.crop import CropConfig, parse_aspect_ratios
 from transforms.decode import DEFAULT_MAX_MEGAPIXELS
-from transforms.read import DEFAULT_MAX_INPUT_BYTES
-from transforms.write import OUTPUT_FORMATS
+from transforms.read import DEFAULT_MAX_INPUT_BYTES, absolute_uri
+from transforms.write import OUTPUT_FORMATS, OutputConfig
 
 DEFAULT_OUTPUT = "gazecrop-out"
 DEFAULT_ASPECT_RATIOS = "1:1,16:9,9:16,4:5"
@@ -60,6 +60,16 @@ class RunOptions:
     watch_model_pattern: str | None = None
     watch_model_interval_secs: float = 60.0
     streaming_duration_secs: float = 0.0
+
+    def crop_config(self) -> CropConfig:
+        """The crop search these options ask for."""
+        return CropConfig(aspect_ratios=self.aspect_ratios, candidates=self.candidates, min_scale=self.min_scale)
+
+    def output_config(self) -> OutputConfig:
+        """How and where crops are written (the output root made absolute)."""
+        return OutputConfig(root=absolute_uri(self.output), output_format=self.output_format,
+                            jpeg_quality=self.jpeg_quality, max_output_side=self.max_output_side,
+                            save_saliency=self.save_saliency, max_megapixels=self.max_megapixels)
 
     @property
     def demo(self) -> bool:

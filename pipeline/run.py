@@ -26,12 +26,12 @@ from pipeline.compose import GazeCrop
 from pipeline.demo import write_demo_images
 from pipeline.options import RunOptions, parse
 from pipeline.progress import LOCAL_RUNNERS, ProgressBar, count_inputs
-from transforms.crop import CropConfig, read_focus_table
+from transforms.crop import read_focus_table
 from transforms.inference import DeepGazeModelHandler, describe_model
 from transforms.metadata import read_table, table_path
 from transforms.read import absolute_uri, read_input_list
 from transforms.select import rekey_focus_table
-from transforms.write import OutputConfig, join
+from transforms.write import join
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -76,11 +76,7 @@ def build(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeModelHandle
     model_info = describe_model(options.model)
     listed = read_input_list(options.input_list) if options.input_list else []
     focus = rekey_focus_table(read_focus_table(options.focus)) if options.focus else {}
-    crop_config = CropConfig(aspect_ratios=options.aspect_ratios, candidates=options.candidates,
-                             min_scale=options.min_scale)
-    output = OutputConfig(root=absolute_uri(options.output), output_format=options.output_format,
-                          jpeg_quality=options.jpeg_quality, max_output_side=options.max_output_side,
-                          save_saliency=options.save_saliency, max_megapixels=options.max_megapixels)
+    crop_config, output = options.crop_config(), options.output_config()
     return p | "GazeCrop" >> GazeCrop(
         patterns=list(options.inputs), listed_uris=listed, model_info=model_info,
         crop_config=crop_config, focus=focus, output=output,

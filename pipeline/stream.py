@@ -40,7 +40,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline.options import RunOptions
-from transforms.crop import CropConfig, read_focus_table
+from transforms.crop import read_focus_table
 from transforms.decode import DecodeImages
 from transforms.inference import DeepGazeModelHandler, ModelWatch, PredictSaliency, describe_model
 from transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA
@@ -48,7 +48,7 @@ from transforms.read import ReadMatchedFiles, absolute_uri
 from transforms.select import SelectCrops, rekey_focus_table
 from transforms.stream import (NAMESPACE, MatchNewFiles, ReadNotifications, WriteWindowedTable, count_rows,
                                new_run_id)
-from transforms.write import OutputConfig, WriteCrops, join, settings_id
+from transforms.write import WriteCrops, join, settings_id
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -96,11 +96,7 @@ def build_streaming(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeM
     root = absolute_uri(options.output)
     run_id = run_id or new_run_id()
     focus = rekey_focus_table(read_focus_table(options.focus)) if options.focus else {}
-    crop_config = CropConfig(aspect_ratios=options.aspect_ratios, candidates=options.candidates,
-                             min_scale=options.min_scale)
-    output = OutputConfig(root=root, output_format=options.output_format, jpeg_quality=options.jpeg_quality,
-                          max_output_side=options.max_output_side, save_saliency=options.save_saliency,
-                          max_megapixels=options.max_megapixels)
+    crop_config, output = options.crop_config(), options.output_config()
 
     input_errors = []
     if options.input_subscription:
