@@ -1,6 +1,7 @@
 """gazecrop's saliency model: a DeepGaze network (VGG16 body, trained readout) in Keras.
 
-``load_model("default")`` returns the bundled trained model; ``load_model("tiny")`` a tiny
+``load_model("default")`` returns the bundled trained model, ``load_model("fast")`` its pruned,
+distilled ~15× faster version (``model.train_fast``); ``load_model("tiny")`` a tiny
 seeded stand-in for tests. See ``model/README.md`` (the model card).
 
 Keras and TensorFlow are imported on first use, so ``model.images``, ``model.saliency`` and

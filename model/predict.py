@@ -64,7 +64,7 @@ def main(argv=None):
     p.add_argument("--input", required=True, help="an image file, a folder, or a glob pattern")
     p.add_argument("--output", required=True, type=Path, help="folder for <stem>.npy (and .png)")
     p.add_argument("--heatmap", action="store_true", help="also write <stem>.png overlays")
-    p.add_argument("--model", default="default", help="'default', 'tiny' or a readout weights file")
+    p.add_argument("--model", default="default", help="'default', 'fast', 'tiny' or a weights file")
     p.add_argument("--batch-size", type=int, default=8)
     args = p.parse_args(argv)
 

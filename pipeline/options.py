@@ -114,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="downscale crops so their longer side is at most this many pixels; "
                              "0 keeps source resolution; never upscales (default: %(default)s)")
     parser.add_argument("--model", default="default",
-                        help="'default' (bundled weights), 'tiny' (random test model) or a readout "
-                             "weights file (default: %(default)s)")
+                        help="'default' (bundled weights), 'fast' (bundled pruned, distilled model: about 16x "
+                             "faster, short side 128), 'tiny' (random test model) or a readout weights file "
+                             "(default: %(default)s)")
     parser.add_argument("--batch_size", default=16, type=int,
                         help="largest number of images per model call (default: %(default)s)")
     parser.add_argument("--max_megapixels", default=DEFAULT_MAX_MEGAPIXELS, type=float,

@@ -51,3 +51,34 @@ def test_fast_differs_from_default_and_is_cheaper(fast):
 def test_fast_refuses_another_body():
     with pytest.raises(WeightsError, match="in-file"):
         load_model("fast", backbone="hed")
+
+
+def test_pruning_keeps_exactly_the_chosen_feature_maps():
+    # Pruning = the full network with the other maps switched off: zero their kernels and biases
+    # in the full network (ReLU keeps them 0) and both give the same output.
+    from model import network
+    from model.train_fast import FEATURES, prune
+
+    full = network.deepgaze(features=FEATURES, short_side=64)
+    rng = np.random.default_rng(0)
+    for layer in full.layers:
+        if layer.name.startswith("block") and "_conv" in layer.name:
+            k, b = layer.get_weights()
+            layer.set_weights([rng.normal(0, np.sqrt(2 / (9 * k.shape[2])), k.shape).astype(np.float32),
+                               rng.uniform(0, 0.1, b.shape).astype(np.float32)])
+    norm = full.get_layer("readout_norm")
+    norm.set_weights([rng.normal(0, 1, norm.mean.shape).astype(np.float32),
+                      rng.uniform(0.5, 2, norm.std.shape).astype(np.float32)])
+    widths = (4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)
+    scores = {name: rng.random(w) for name, w in zip(network.VGG16_CONVS, network.VGG16_WIDTHS)}
+    small = prune(full, scores, widths, 64)
+
+    for name, w in zip(network.VGG16_CONVS, widths):
+        layer = full.get_layer(name)
+        k, b = layer.get_weights()
+        drop = np.argsort(scores[name])[::-1][w:]
+        k[..., drop], b[drop] = 0.0, 0.0
+        layer.set_weights([k, b])
+    x = _batch(1, 64, 96)
+    np.testing.assert_allclose(np.asarray(small(x)), np.asarray(full(x)), rtol=1e-4, atol=1e-3)
+    assert small.get_layer("block3_conv2").filters == 9
