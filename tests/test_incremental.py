@@ -155,3 +155,25 @@ def test_first_incremental_run_needs_no_tables(fixtures_dir, tmp_path, name):
     assert (tmp_path / "out" / name / f"{name}-00000-of-00001.parquet").is_file()
     metadata, errors = read_tables(tmp_path / "out")
     assert_accounted(metadata, errors, inputs, RATIOS)
+
+
+def test_is_done_needs_the_same_file_model_settings_and_output_name():
+    import datetime
+
+    from transforms.incremental import is_done
+    from transforms.read import MatchedFile
+    modified = datetime.datetime(2026, 11, 27, 12, 0, 0, 123456, tzinfo=datetime.timezone.utc)
+    file = MatchedFile(uri="/in/a.png", relpath="a.png", size_in_bytes=100,
+                       modified_us=round(modified.timestamp() * 1_000_000))
+    row = {"source_size": 100, "source_modified": modified, "model_version": "m1", "config_id": "c1",
+           "output_uri": "/out/crops/1x1/a.png.jpg", "rank": 0}
+    done = dict(root="/out", model_version="m1", config_id="c1")
+    assert is_done(file, [row], **done)
+    assert not is_done(file, [], **done)
+    assert not is_done(file._replace(size_in_bytes=101), [row], **done)
+    assert not is_done(file._replace(modified_us=file.modified_us + 1), [row], **done)
+    assert not is_done(file._replace(modified_us=0), [row], **done)  # unknown time: never the same
+    assert not is_done(file, [row], **{**done, "model_version": "m2"})
+    assert not is_done(file, [row], **{**done, "config_id": "c2"})
+    assert not is_done(file._replace(relpath="b/a.png"), [row], **done)  # named otherwise now
+    assert not is_done(file, [{**row, "output_uri": "/elsewhere/crops/1x1/a.png.jpg"}], **done)

@@ -53,8 +53,17 @@ def is_done(file: MatchedFile, rows: list[dict], *, root: str, model_version: st
         and source_modified_us(row) == file.modified_us
         and row.get("model_version") == model_version
         and row.get("config_id") == config_id
-        and relpath_of_output(root, row["output_uri"], row["rank"]) == file.relpath
+        and _output_relpath(root, row) == file.relpath
         for row in rows)
+
+
+def _output_relpath(root: str, row: dict) -> str | None:
+    """The source relpath a row's crop was named from; None if its `output_uri` is not a crop of ROOT
+    (a table copied from elsewhere): such rows are never taken as done."""
+    try:
+        return relpath_of_output(root, row["output_uri"], row["rank"])
+    except ValueError:
+        return None
 
 
 class _SplitFn(beam.DoFn):
