@@ -33,11 +33,14 @@ class _TickFn(beam.DoFn):
         self._path = path
 
     def process(self, element):
-        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, b".")
-        finally:
-            os.close(fd)
+        try:  # progress is best effort: it must never fail the run
+            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, b".")
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
         yield element
 
 

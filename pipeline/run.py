@@ -19,8 +19,8 @@ import tempfile
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions, StandardOptions,
-                                                  TestOptions)
+from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions, PortableOptions,
+                                                  StandardOptions, TestOptions)
 
 from pipeline.compose import GazeCrop
 from pipeline.demo import write_demo_images
@@ -117,11 +117,17 @@ def built_only(pipeline_options: PipelineOptions) -> str | None:
 
 
 def shows_progress(options: RunOptions, pipeline_options: PipelineOptions) -> bool:
-    """--progress: 'on', 'off', or 'auto' = on when stderr is a terminal and the runner is local."""
-    if options.progress != "auto":
-        return options.progress == "on"
+    """--progress: 'off'; 'on' wherever the workers share this machine's filesystem (a local runner, or
+    LOOPBACK workers); 'auto' = 'on' when stderr is also a terminal."""
+    if options.progress == "off":
+        return False
     runner = str(pipeline_options.view_as(StandardOptions).runner or "").lower()
-    return sys.stderr.isatty() and any(runner.endswith(local) for local in LOCAL_RUNNERS)
+    loopback = str(pipeline_options.view_as(PortableOptions).environment_type or "").upper() == "LOOPBACK"
+    local = loopback or any(runner.endswith(name) for name in LOCAL_RUNNERS)
+    if options.progress == "on" and not local:
+        _LOGGER.warning("--progress on: no progress bar, the workers of runner %s do not run on this machine",
+                        runner)
+    return local and (options.progress == "on" or sys.stderr.isatty())
 
 
 def progress_bar(options: RunOptions, pipeline_options: PipelineOptions):

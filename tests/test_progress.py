@@ -35,3 +35,17 @@ def test_progress_auto_is_off_when_stderr_is_not_a_terminal(fixtures_dir, tmp_pa
     shutil.copy(fixtures_dir / "kodak" / "kodim01.png", inputs / "a.png")
     run_gazecrop(["--input", f"{inputs}/*", "--output", str(tmp_path / "out")])
     assert "images" not in capsys.readouterr().err
+
+
+def test_progress_only_where_the_workers_share_this_machine():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.options import parse
+    from pipeline.run import shows_progress
+    for argv, expected in ((["--progress", "on"], True),
+                           (["--progress", "off"], False),
+                           (["--progress", "on", "--runner=DataflowRunner"], False),
+                           (["--progress", "on", "--runner=FlinkRunner", "--environment_type=LOOPBACK"], True),
+                           (["--progress", "on", "--runner=FlinkRunner", "--environment_type=DOCKER"], False)):
+        options, beam_args = parse(argv)
+        assert shows_progress(options, PipelineOptions(beam_args)) is expected, argv
