@@ -127,7 +127,9 @@ def test_streaming_file_drops_and_a_model_swap_on_flink(fixtures_dir, tmp_path, 
             time.sleep(0.5)
         swapped.append(_second_model(models))
         time.sleep(3)  # past --watch_model_interval_secs
-        shutil.copy(fixtures_dir / "kodak" / "kodim05.png", drop / "second.png")
+        # Dropped whole, as a drop must be (a copy, then a rename): a listing may see a file being written.
+        shutil.copy(fixtures_dir / "kodak" / "kodim05.png", drop / "second.png.partial")
+        os.replace(drop / "second.png.partial", drop / "second.png")
 
     threading.Thread(target=upload_then_drop, daemon=True).start()
     options, beam_args = parse([
@@ -138,6 +140,7 @@ def test_streaming_file_drops_and_a_model_swap_on_flink(fixtures_dir, tmp_path, 
         f"--flink_job_server_jar={job_server_jar}", "--environment_type=LOOPBACK", "--parallelism=1"])
     summary = run_streaming(options, beam_args, stop_when=lambda _: "second.png" in rows())
 
-    assert rows() == {"first.png": tiny_info.version, "second.png": load_model(swapped[0]).version}
+    errors = [row for path in (out / "errors").glob("stream-*.parquet") for row in pq.read_table(path).to_pylist()]
+    assert rows() == {"first.png": tiny_info.version, "second.png": load_model(swapped[0]).version}, errors
     assert summary.from_tables and summary.counters["images_cropped"] == 2
     assert (out / "crops" / "1x1" / "second.png.jpg").is_file()
