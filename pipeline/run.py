@@ -97,10 +97,20 @@ def with_demo_inputs(options: RunOptions) -> RunOptions:
     return dataclasses.replace(options, inputs=(os.path.join(directory, "*"),))
 
 
+def counters(result) -> dict[str, int]:
+    """Every `gazecrop` Beam counter of a running or finished job, by name, summed over steps (committed
+    where the runner reports it, else attempted); empty where the runner reports none."""
+    found = result.metrics().query(MetricsFilter().with_namespace("gazecrop"))["counters"]
+    out: dict[str, int] = {}
+    for r in found:
+        value = r.committed if r.committed is not None else r.attempted
+        out[r.key.metric.name] = out.get(r.key.metric.name, 0) + (value or 0)
+    return out
+
+
 def counter(result, name: str) -> int:
-    """A `gazecrop` Beam counter of a finished pipeline (committed where the runner reports it)."""
-    found = result.metrics().query(MetricsFilter().with_namespace("gazecrop").with_name(name))["counters"]
-    return sum((r.committed if r.committed is not None else r.attempted) or 0 for r in found)
+    """One `gazecrop` counter of a finished job (0 where the runner reported none)."""
+    return counters(result).get(name, 0)
 
 
 def built_only(pipeline_options: PipelineOptions) -> str | None:

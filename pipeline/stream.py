@@ -36,24 +36,25 @@ import time
 from collections.abc import Callable
 
 import apache_beam as beam
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline.options import RunOptions
+from pipeline.run import counters
 from transforms.crop import read_focus_table
 from transforms.decode import DecodeImages
 from transforms.inference import DeepGazeModelHandler, ModelWatch, PredictSaliency, describe_model
-from transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA
+from transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA, read_parquet
 from transforms.read import ReadMatchedFiles, absolute_uri
 from transforms.select import SelectCrops, rekey_focus_table
-from transforms.stream import (NAMESPACE, MatchNewFiles, ReadNotifications, WriteWindowedTable, count_rows,
+from transforms.stream import (MatchNewFiles, ReadNotifications, WriteWindowedTable, count_rows,
                                new_run_id)
 from transforms.write import WriteCrops, join, settings_id
 
 _LOGGER = logging.getLogger(__name__)
 
-# Runners that run the job in this process (Beam's Python DirectRunner and its engines).
-LOCAL_RUNNERS = ("directrunner", "bundlebaseddirectrunner", "switchingdirectrunner", "fnapirunner")
+# Beam's Python DirectRunner and its engines (what check_runner judges; other local runners, e.g. a Flink
+# with LOOPBACK workers, run what these cannot).
+DIRECT_RUNNERS = ("directrunner", "bundlebaseddirectrunner", "switchingdirectrunner", "fnapirunner")
 
 # Extra wait, beyond --window_seconds, for the last window's files when a run stops.
 DRAIN_GRACE_SECS = 30.0
@@ -66,7 +67,7 @@ class UnsupportedOnRunnerError(ValueError):
 def check_runner(options: RunOptions, pipeline_options: PipelineOptions) -> None:
     """Refuse, before starting, a streaming job the local runner would hang on or fail to start."""
     runner = str(pipeline_options.view_as(StandardOptions).runner or "").lower()
-    if runner.rsplit(".", 1)[-1] not in LOCAL_RUNNERS:
+    if runner.rsplit(".", 1)[-1] not in DIRECT_RUNNERS:
         return
     if runner == "fnapirunner":
         raise UnsupportedOnRunnerError(
@@ -128,16 +129,6 @@ def build_streaming(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeM
 # Running, stopping, summary
 # ----------------------------------------------------------------------------------------------
 
-def counters(result) -> dict[str, int]:
-    """Every `gazecrop` counter of a running or stopped job, by name (committed where reported)."""
-    found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
-    out: dict[str, int] = {}
-    for r in found:
-        value = r.committed if r.committed is not None else r.attempted
-        out[r.key.metric.name] = out.get(r.key.metric.name, 0) + (value or 0)
-    return out
-
-
 def settled(c: dict[str, int]) -> bool:
     """Everything received so far is accounted for and in its table's files: every input seen is
     ignored, cropped or an error row; every row produced was flushed; every file flushed was moved."""
@@ -153,16 +144,11 @@ def run_table_counts(root: str, run_id: str) -> dict[str, int]:
     """Counters recovered from this run's own table files (named with its run id), for runners that
     report no metrics for a cancelled streaming job (Flink's portable runner): images cropped, crops
     and error rows, and the files of each table."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
     counts: dict[str, int] = {}
     for name in ("metadata", "errors"):
         files = [m.path for m in FileSystems.match([join(root, name, f"stream-*-{run_id}-*.parquet")])[0].metadata_list]
-        rows = []
-        for path in files:
-            with FileSystems.open(path) as f:
-                rows += pq.read_table(pa.BufferReader(f.read()), columns=["source_uri"]).column(0).to_pylist()
+        rows = [uri for path in files for uri in read_parquet(path, ["source_uri"]).column(0).to_pylist()]
         counts[f"{name}_files_written"] = len(files)
         if name == "metadata":
             counts["metadata_rows"], counts["images_cropped"] = len(rows), len(set(rows))

@@ -73,10 +73,15 @@ def table_path(root: str, name: str) -> str:
     return table_prefix(root, name) + "-00000-of-00001.parquet"
 
 
-def read_table(root: str, name: str, columns: list[str] | None = None) -> pa.Table:
-    """Read a table back through Beam's FileSystems (local, gs://, s3://)."""
-    with FileSystems.open(table_path(root, name)) as f:
+def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file, through Beam's FileSystems (local, gs://, s3://)."""
+    with FileSystems.open(path) as f:
         return pq.read_table(pa.BufferReader(f.read()), columns=columns)
+
+
+def read_table(root: str, name: str, columns: list[str] | None = None) -> pa.Table:
+    """Read a table (its one batch file) back."""
+    return read_parquet(table_path(root, name), columns)
 
 
 def commit(staged: str, *, root: str, name: str) -> str:
