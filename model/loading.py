@@ -105,7 +105,7 @@ class SaliencyModel:
                            input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)])
 
     def predict(self, batch):
-        """(B, h, w, 3) float32 RGB 0..255 → (B, h, w) float32 log-density (logsumexp 0)."""
+        """(B, h, w, 3) RGB 0..255 (float32 or uint8) → (B, h, w) float32 log-density (logsumexp 0)."""
         batch = np.asarray(batch)
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise ValueError(f"batch must be (B, h, w, 3) RGB. Received: batch.shape={batch.shape}")

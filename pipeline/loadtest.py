@@ -17,8 +17,9 @@ input accounted for and the memory of every process sampled while it runs.
 The memory bound it checks (per worker process): the worker's memory once the model is loaded, plus what
 the images in flight can hold at once. A worker holds at most `--batch_size` decoded model inputs and
 the compressed bytes of the bundle it works on, and decodes one full-resolution source at a time per
-thread in the write stage (width × height × 3 bytes, plus the crop being encoded): so with images of at
-most P megapixels, peak ≈ baseline + 2 × P × 3 MB, whatever the number of images.
+thread in the write stage (width × height × 3 bytes, plus the crop being encoded; a source of at most
+12 MP has up to min(4, cores) crops encoded at once): so with images of at most P megapixels (P > 12),
+peak ≈ baseline + 2 × P × 3 MB, whatever the number of images.
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ from pipeline.progress import ProgressBar
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * _PAGE_MB
 
 
-def _descendants(root: int) -> list[int]:
+def descendants(root: int) -> list[int]:
     """`root` and every process below it (from /proc's parent links)."""
     children = collections.defaultdict(list)
     for entry in os.listdir("/proc"):
@@ -78,9 +79,9 @@ class MemorySampler:
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             rss = {}
-            for pid in _descendants(self._root):
+            for pid in descendants(self._root):
                 try:
-                    rss[pid] = _rss_mb(pid)
+                    rss[pid] = rss_mb(pid)
                 except OSError:
                     pass
             self.samples.append((time.monotonic() - self._start, self._progress.done(), rss))

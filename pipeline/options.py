@@ -54,6 +54,7 @@ class RunOptions:
     streaming: bool = False
     input_subscription: str | None = None
     input_prefix: str | None = None
+    catch_up: bool = False  # parse(): true by default with --input_prefix
     poll_interval_secs: float = 10.0
     window_seconds: float = 60.0
     max_batch_duration_secs: int = 2
@@ -159,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------------------------
 
 # Options that only mean something with --streaming.
-STREAMING_ONLY = ("input_subscription", "input_prefix", "poll_interval_secs", "window_seconds",
+STREAMING_ONLY = ("input_subscription", "input_prefix", "catch_up", "poll_interval_secs", "window_seconds",
                   "max_batch_duration_secs", "watch_model_pattern", "watch_model_interval_secs",
                   "streaming_duration_secs")
 
@@ -176,6 +177,10 @@ def add_streaming_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--input_prefix", default=None, metavar="gs://BUCKET/PREFIX/",
                        help="with --input_subscription: crop only objects under this prefix, named "
                             "relative to it (default: every notified object, named <bucket>/<object>)")
+    group.add_argument("--catch_up", nargs="?", const=True, default=None, type=_flag, metavar="BOOL",
+                       help="with --input_prefix: at start, also list the prefix once and crop every image "
+                            "there that the tables under ROOT do not record yet (what a stopped run took "
+                            "from the subscription but never recorded); default: true with --input_prefix")
     group.add_argument("--poll_interval_secs", default=10.0, type=float, metavar="S",
                        help="with --streaming --input: seconds between listings of the pattern "
                             "(default: %(default)s)")
@@ -214,6 +219,8 @@ def _check_streaming(parser: argparse.ArgumentParser, known: argparse.Namespace)
                      f"Received: --input_subscription={known.input_subscription}")
     if known.input_prefix and not known.input_subscription:
         parser.error("--input_prefix goes with --input_subscription")
+    if known.catch_up and not known.input_prefix:
+        parser.error("--catch_up lists --input_prefix: give --input_prefix gs://BUCKET/PREFIX/")
     for name in ("poll_interval_secs", "window_seconds", "watch_model_interval_secs"):
         if not getattr(known, name) > 0:  # also refuses nan
             parser.error(f"--{name} must be > 0. Received: --{name}={getattr(known, name)}")
@@ -265,5 +272,6 @@ def parse(argv: list[str] | None) -> tuple[RunOptions, list[str]]:
     # Every RunOptions field is the dest of one option above, so a new option cannot be parsed and then
     # silently left at its default here.
     values = {field.name: getattr(known, field.name) for field in dataclasses.fields(RunOptions)}
-    options = RunOptions(**{**values, "inputs": tuple(known.inputs)})
+    catch_up = bool(known.input_prefix) if known.catch_up is None else known.catch_up
+    options = RunOptions(**{**values, "inputs": tuple(known.inputs), "catch_up": catch_up})
     return options, beam_args

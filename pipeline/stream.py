@@ -2,10 +2,18 @@
 
 ```
 Pub/Sub GCS notifications ─▶ ReadNotifications ─┐
-   or  a glob, polled    ─▶ MatchNewFiles     ─┴▶ ReadMatchedFiles ─▶ DecodeImages ─▶ PredictSaliency
-      ─▶ SelectCrops ─▶ WriteCrops ─▶ metadata rows ─▶ fixed windows ─▶ ROOT/metadata/stream-….parquet
+ + --input_prefix, listed once at start (catch-up) ┤
+   or  a glob, polled    ─▶ MatchNewFiles     ─┴▶ SkipRecorded ─▶ FirstDelivery ─▶ ReadMatchedFiles
+      ─▶ DecodeImages ─▶ PredictSaliency ─▶ SelectCrops ─▶ WriteCrops ─▶ metadata rows ─▶ fixed windows
+      ─▶ ROOT/metadata/stream-….parquet
    every stage's error rows ─────────────────────────▶ fixed windows ─▶ ROOT/errors/stream-….parquet
 ```
+
+Exactly once across restarts (`transforms.recorded`): a file the tables under ROOT already record is
+skipped, a file delivered twice in one job is taken once, and with --input_prefix the job lists the
+prefix at start (`--catch_up`, on by default there), so a file whose notification a stopped job took
+but never recorded is cropped by the next one. Stop and restart a job at any moment: each file ends
+in the tables once.
 
 The stages after the input are the batch job's own (`pipeline.compose`), so a streamed image is cropped
 and described exactly as in a batch run; only the tables differ (per window: `transforms.stream`).
@@ -44,7 +52,8 @@ from transforms.crop import read_focus_table
 from transforms.decode import DecodeImages
 from transforms.inference import DeepGazeModelHandler, ModelWatch, PredictSaliency, describe_model
 from transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA, read_parquet
-from transforms.read import ReadMatchedFiles, absolute_uri
+from transforms.read import MatchImages, ReadMatchedFiles, absolute_uri
+from transforms.recorded import FirstDelivery, SkipRecorded
 from transforms.select import SelectCrops, rekey_focus_table
 from transforms.stream import (MatchNewFiles, ReadNotifications, WriteWindowedTable, count_rows,
                                new_run_id)
@@ -53,8 +62,16 @@ from transforms.write import WriteCrops, join, settings_id
 _LOGGER = logging.getLogger(__name__)
 
 # Beam's Python DirectRunner and its engines (what check_runner judges; other local runners, e.g. a Flink
-# with LOOPBACK workers, run what these cannot).
+# with LOOPBACK workers, run what these cannot). In streaming, Beam 2.77's DirectRunner counts only the
+# first bundle of each step on each of its threads: a thread caches the step's execution state together
+# with the metrics container of the bundle it first ran (`statesampler.scoped_state`), and every later
+# bundle gets a fresh container (`direct/executor.py`) that the counters never reach. So a streaming
+# summary on it is read from the run's table files.
 DIRECT_RUNNERS = ("directrunner", "bundlebaseddirectrunner", "switchingdirectrunner", "fnapirunner")
+
+
+def _runner_name(pipeline_options: PipelineOptions) -> str:
+    return str(pipeline_options.view_as(StandardOptions).runner or "").lower().rsplit(".", 1)[-1]
 
 # Extra wait, beyond --window_seconds, for the last window's files when a run stops.
 DRAIN_GRACE_SECS = 30.0
@@ -66,8 +83,8 @@ class UnsupportedOnRunnerError(ValueError):
 
 def check_runner(options: RunOptions, pipeline_options: PipelineOptions) -> None:
     """Refuse, before starting, a streaming job the local runner would hang on or fail to start."""
-    runner = str(pipeline_options.view_as(StandardOptions).runner or "").lower()
-    if runner.rsplit(".", 1)[-1] not in DIRECT_RUNNERS:
+    runner = _runner_name(pipeline_options)
+    if runner not in DIRECT_RUNNERS:
         return
     if runner == "fnapirunner":
         raise UnsupportedOnRunnerError(
@@ -104,10 +121,17 @@ def build_streaming(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeM
         matched, notification_errors = p | "ReadNotifications" >> ReadNotifications(
             subscription=options.input_subscription, input_prefix=options.input_prefix, output_root=root)
         input_errors.append(notification_errors)
+        if options.catch_up and options.input_prefix:
+            listed, list_errors = p | "CatchUp" >> CatchUp(prefix=options.input_prefix, output_root=root)
+            matched = (matched, listed) | "NotifiedAndListed" >> beam.Flatten()
+            input_errors.append(list_errors)
     else:
         matched = ([p | f"MatchNewFiles{i}" >> MatchNewFiles(pattern=pattern, interval=options.poll_interval_secs)
                     for i, pattern in enumerate(options.inputs)]
                    | "AllMatched" >> beam.Flatten())
+    matched = (matched
+               | "SkipRecorded" >> SkipRecorded(root=root)
+               | "FirstDelivery" >> FirstDelivery())
     sources, read_errors = matched | "ReadMatchedFiles" >> ReadMatchedFiles(max_input_bytes=options.max_input_bytes)
     decoded, decode_errors = sources | "DecodeImages" >> DecodeImages(
         input_size=model_info.input_size, max_megapixels=options.max_megapixels)
@@ -125,6 +149,32 @@ def build_streaming(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeM
     return rows, errors
 
 
+class CatchUp(beam.PTransform):
+    """Every file under `prefix`, listed once when the job starts (`MatchImages` of `<prefix>**`, so
+    files are named relative to the prefix, as notifications name them), except the job's own outputs
+    under `output_root`. Returns `(files, error_rows)`."""
+
+    def __init__(self, *, prefix: str, output_root: str):
+        super().__init__()
+        self._prefix = prefix
+        self._outputs = output_root.rstrip("/") + "/"
+
+    def expand(self, pbegin):
+        seen = beam.metrics.Metrics.counter("gazecrop", "inputs_seen")
+        ignored = beam.metrics.Metrics.counter("gazecrop", "inputs_ignored")
+        outputs = self._outputs
+
+        def inputs_only(file):
+            seen.inc()
+            if file.uri.startswith(outputs):
+                ignored.inc()
+                return []
+            return [file]
+
+        files, errors = pbegin | "List" >> MatchImages(patterns=[self._prefix.rstrip("/") + "/**"])
+        return files | "InputsOnly" >> beam.FlatMap(inputs_only), errors
+
+
 # ----------------------------------------------------------------------------------------------
 # Running, stopping, summary
 # ----------------------------------------------------------------------------------------------
@@ -132,7 +182,8 @@ def build_streaming(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeM
 def settled(c: dict[str, int]) -> bool:
     """Everything received so far is accounted for and in its table's files: every input seen is
     ignored, cropped or an error row; every row produced was flushed; every file flushed was moved."""
-    accounted = c.get("inputs_ignored", 0) + c.get("images_cropped", 0) + c.get("error_rows", 0)
+    accounted = (c.get("inputs_ignored", 0) + c.get("inputs_already_recorded", 0) + c.get("inputs_duplicate", 0)
+                 + c.get("images_cropped", 0) + c.get("error_rows", 0))
     return (accounted >= c.get("inputs_seen", 0)
             and c.get("metadata_rows_flushed", 0) >= c.get("metadata_rows", 0)
             and c.get("errors_rows_flushed", 0) >= c.get("error_rows", 0)
@@ -159,8 +210,8 @@ def run_table_counts(root: str, run_id: str) -> dict[str, int]:
 
 @dataclasses.dataclass(frozen=True)
 class StreamSummary:
-    """What a streaming run did, from its counters (or, where the runner reported none, from the table
-    files the run wrote: `from_tables`)."""
+    """What a streaming run did, from its counters (or, where the runner reported none or its counters
+    are incomplete, from the table files the run wrote: `from_tables`)."""
     counters: dict
     settled: bool  # False: stopped with work in flight (see `settled`)
     from_tables: bool = False
@@ -170,7 +221,7 @@ class StreamSummary:
         if self.from_tables:
             return [f"gazecrop (streaming): cropped {c.get('images_cropped', 0)} images "
                     f"({c.get('metadata_rows', 0)} crops), failed {c.get('error_rows', 0)} "
-                    f"(read from this run's table files: the runner reported no counters)",
+                    f"(read from this run's table files: this runner's counters are missing or incomplete)",
                     f"  table files: metadata {c.get('metadata_files_written', 0)}, errors "
                     f"{c.get('errors_files_written', 0)}",
                     f"  crops:    {join(root, 'crops')}/<ratio>/",
@@ -179,6 +230,9 @@ class StreamSummary:
         failed = c.get("error_rows", 0)
         out = [f"gazecrop (streaming): saw {c.get('inputs_seen', 0)} inputs, ignored {c.get('inputs_ignored', 0)}, "
                f"cropped {c.get('images_cropped', 0)} images ({c.get('metadata_rows', 0)} crops), failed {failed}"]
+        if c.get("inputs_already_recorded") or c.get("inputs_duplicate"):
+            out.append(f"  skipped: {c.get('inputs_already_recorded', 0)} already in the tables, "
+                       f"{c.get('inputs_duplicate', 0)} delivered twice")
         if c.get("notifications_malformed"):
             out.append(f"  malformed notifications: {c['notifications_malformed']} (error rows at stage read)")
         out.append(f"  table files: metadata {c.get('metadata_files_written', 0)}, errors "
@@ -191,14 +245,18 @@ class StreamSummary:
         return out
 
 
-def _wait(thread: threading.Thread, seconds: float | None, stop: Callable[[], bool]) -> None:
-    """Until the job ends, `seconds` pass (None: forever), or `stop()`; Ctrl-C also returns."""
+def _wait(ended: threading.Event, seconds: float | None, stop: Callable[[], bool]) -> None:
+    """Until the job has `ended`, `seconds` pass (None: forever), or `stop()`; Ctrl-C also returns.
+
+    An Event, not `Thread.join`: in CPython 3.11 a join interrupted by Ctrl-C can leave the thread
+    reported dead while it runs on, and the drain after Ctrl-C was then skipped.
+    """
     deadline = None if seconds is None else time.monotonic() + seconds
     try:
-        while thread.is_alive() and not stop():
+        while not ended.is_set() and not stop():
             if deadline is not None and time.monotonic() >= deadline:
                 return
-            thread.join(0.5)
+            ended.wait(0.5)
     except KeyboardInterrupt:
         print("gazecrop: stopping (Ctrl-C): finishing what was received")
 
@@ -209,33 +267,37 @@ def run_streaming(options: RunOptions, beam_args: list[str], *,
     `stop_when(counters)` is true (tests); let what was received settle; cancel; print the summary."""
     pipeline_options = PipelineOptions(beam_args)
     check_runner(options, pipeline_options)
+    live_counters = _runner_name(pipeline_options) not in DIRECT_RUNNERS
     p = beam.Pipeline(options=pipeline_options)
     run_id = new_run_id()
     build_streaming(p, options, run_id=run_id)
     result = p.run()
     failure: list[BaseException] = []
+    ended = threading.Event()
 
     def wait_for_job():
         try:
             result.wait_until_finish()
         except BaseException as e:  # noqa: BLE001 (reported by the main thread)
             failure.append(e)
+        finally:
+            ended.set()
 
-    waiter = threading.Thread(target=wait_for_job, name="gazecrop-stream-wait", daemon=True)
-    waiter.start()
+    threading.Thread(target=wait_for_job, name="gazecrop-stream-wait", daemon=True).start()
     duration = options.streaming_duration_secs or None
-    _wait(waiter, duration, lambda: bool(stop_when and stop_when(counters(result))))
+    _wait(ended, duration, lambda: bool(stop_when and stop_when(counters(result))))
     grace = options.window_seconds + DRAIN_GRACE_SECS
-    # A runner that reports no counters while the job runs (Flink's portable runner) cannot say when
-    # it has settled: then the whole grace period is waited.
-    _wait(waiter, grace, lambda: bool(counters(result)) and settled(counters(result)))
+    # Where the counters cannot say when the job has settled, the whole grace period is waited: Flink's
+    # portable runner reports none while a job runs, and the DirectRunner's stop growing (see
+    # DIRECT_RUNNERS).
+    _wait(ended, grace, lambda: live_counters and bool(counters(result)) and settled(counters(result)))
     is_settled = settled(counters(result))
-    if waiter.is_alive():
+    if not ended.is_set():
         result.cancel()
     if failure:
         raise failure[0]
     reported = counters(result)
-    if reported:
+    if reported and live_counters:
         summary = StreamSummary(counters=reported, settled=is_settled)
     else:
         summary = StreamSummary(counters=run_table_counts(absolute_uri(options.output), run_id), settled=is_settled,

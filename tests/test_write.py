@@ -16,7 +16,7 @@ from transforms.metadata import ERRORS_SCHEMA, WriteTable, read_table
 from transforms.records import CroppedImage, SaliencyImage, dead_letter_rows, error_row
 from transforms.write import (
     OutputConfig, crop_uri, cut, encode, output_encoding, output_size, relpath_of_output, saliency_uri,
-    write_atomically, write_crops)
+    write_atomically, write_crops, write_reduction)
 
 
 def _png(rgb):
@@ -108,6 +108,39 @@ def test_write_crops_names_ranked_candidates(tmp_path):
     for row in rows:
         x = row["crop_x"]
         assert np.array_equal(cv2.cvtColor(cv2.imread(row["output_uri"]), cv2.COLOR_BGR2RGB), rgb[:, x:x + 90])
+
+
+def test_write_reduction_only_for_jpeg_crops_shrunk_at_least_twice():
+    crops = [Crop("1:1", 0, 0, 3000, 3000, 1.0), Crop("16:9", 0, 0, 4000, 2250, 1.0)]
+    assert write_reduction("JPEG", crops, 0) == 1           # no --max_output_side: full scale
+    assert write_reduction("PNG", crops, 400) == 1          # only libjpeg scales while decoding
+    assert write_reduction("JPEG", crops, 1000) == 2        # the 1:1 crop at 1/4 would be 750 px < 1000
+    assert write_reduction("JPEG", crops, 300) == 8
+    assert write_reduction("JPEG", crops, 2000) == 1        # 3000 / 2 = 1500 < 2000
+
+
+def test_reduced_scale_write_matches_full_scale_write(tmp_path):
+    """A JPEG decoded at 1/4 for 64 px crops gives the crops a full decode gives, within JPEG noise."""
+    from pipeline.demo import draw_scene
+    rgb = draw_scene(1200, 800, seed=4)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    image = SaliencyImage(uri="/in/p.jpg", relpath="p.jpg", data=buf.tobytes(), sha256="s", source_width=1200,
+                          source_height=800, log_density=np.zeros((4, 4), np.float32), model_version="v")
+    crops = (Crop("1:1", 300, 0, 800, 800, 1.0), Crop("16:9", 0, 100, 1200, 675, 1.0))
+    assert write_reduction("JPEG", list(crops), 200) == 2
+    assert write_reduction("JPEG", list(crops), 64) == 8
+    item = CroppedImage(image=image, crops=crops, focal_x=600, focal_y=400)
+    outputs = {}
+    for side in (200, 64):
+        rows = write_crops(item, OutputConfig(root=str(tmp_path / str(side)), output_format="png",
+                                              max_output_side=side))
+        assert [(r["output_width"], r["output_height"]) for r in rows] == [(side, side), output_size(1200, 675, side)]
+        outputs[side] = [cv2.imread(r["output_uri"]).astype(int) for r in rows]
+    for crop, got in zip(crops, outputs[64]):  # 1/8-scale decode against the source pixels, shrunk
+        region = rgb[crop.y:crop.y + crop.height, crop.x:crop.x + crop.width]
+        expected = cv2.cvtColor(cv2.resize(region, (got.shape[1], got.shape[0]), interpolation=cv2.INTER_AREA),
+                                cv2.COLOR_RGB2BGR).astype(int)
+        assert np.abs(got - expected).mean() < 3
 
 
 def test_dead_letters_become_one_error_row_per_element():

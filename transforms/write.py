@@ -14,6 +14,13 @@ Layout under the output root ROOT (any Beam filesystem: local, gs://, s3://):
 Every file is written to a temporary name beside its final path and renamed into place, so no reader
 ever sees a truncated file at a final path. Encoding is deterministic (fixed encoder parameters, no
 timestamps or EXIF), so a rerun over the same input and model rewrites the same bytes.
+
+Speed: the crops of a source of up to `PARALLEL_MAX_MEGAPIXELS` are encoded and written by a small
+thread pool (OpenCV's encoders and the filesystem clients release the GIL); larger sources' crops one
+after another, so that a worker holds at most two full-size copies of a large image (the decoded source
+and the crop being encoded). With --max_output_side, a JPEG source whose every crop is shrunk at least
+2x is decoded at 1/2, 1/4 or 1/8 scale (`write_reduction`). `python -m pipeline.bench` prints the write
+stage's time per image.
 """
 
 from __future__ import annotations
@@ -22,8 +29,11 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 import cv2
@@ -166,26 +176,66 @@ def encode(rgb: np.ndarray, encoding: str, quality: int) -> bytes:
     return buffer.tobytes()
 
 
-def write_atomically(uri: str, data: bytes) -> None:
+def write_atomically(uri: str, data: bytes) -> int:
     """Write to a temporary name beside `uri`, then rename it into place (replacing an older file:
-    `os.rename` locally, copy-then-delete on gs:// and s3://)."""
+    `os.rename` locally, copy-then-delete on gs:// and s3://). Returns the number of bytes written."""
     temporary = f"{uri}.{uuid.uuid4().hex}.tmp"
     with FileSystems.create(temporary) as f:
         f.write(data)
-    beam.metrics.Metrics.counter("gazecrop", "bytes_written").inc(len(data))
     try:
         FileSystems.rename([temporary], [uri])
     except Exception:
         FileSystems.delete([temporary])
         raise
+    return len(data)
 
 
-def cut(pixels: np.ndarray, crop: Crop, max_side: int) -> np.ndarray:
-    """The crop's pixels, downscaled to --max_output_side if needed."""
-    if crop.x < 0 or crop.y < 0 or crop.x + crop.width > pixels.shape[1] or crop.y + crop.height > pixels.shape[0]:
-        raise ValueError(f"crop {crop} is outside the {pixels.shape[1]}x{pixels.shape[0]} source")
-    region = pixels[crop.y:crop.y + crop.height, crop.x:crop.x + crop.width]
+def write_reduction(source_format: str, crops: list[Crop], max_side: int) -> int:
+    """The JPEG scale-down factor (1, 2, 4 or 8) at which to decode a source for its crops: the largest
+    that leaves every crop more than its --max_output_side size (so each is still shrunk, never
+    enlarged). 1 for other formats and without --max_output_side."""
+    if source_format != "JPEG" or not max_side or not crops:
+        return 1
+    best = 8
+    for crop in crops:
+        out_w, out_h = output_size(crop.width, crop.height, max_side)
+        factor = 1
+        for candidate in (2, 4, 8):  # one pixel of slack for rounding the crop's edges at reduced scale
+            if crop.width / candidate >= out_w + 1 and crop.height / candidate >= out_h + 1:
+                factor = candidate
+        best = min(best, factor)
+    return best
+
+
+def cut(pixels: np.ndarray, crop: Crop, max_side: int, reduction: int = 1) -> np.ndarray:
+    """The crop's pixels, downscaled to --max_output_side if needed.
+
+    `pixels` is the source decoded at 1/`reduction` scale; the crop is in full-scale source pixels.
+    """
+    width, height = pixels.shape[1] * reduction, pixels.shape[0] * reduction  # rounded up by the decoder
+    if crop.x < 0 or crop.y < 0 or crop.x + crop.width > width or crop.y + crop.height > height:
+        raise ValueError(f"crop {crop} is outside the {width}x{height} source")
+    left, top = round(crop.x / reduction), round(crop.y / reduction)
+    right, bottom = round((crop.x + crop.width) / reduction), round((crop.y + crop.height) / reduction)
+    region = pixels[top:bottom, left:right]
     return resize_to(region, output_size(crop.width, crop.height, max_side))
+
+
+# Sources up to this size have their crops encoded in parallel: each thread holds one crop (at most
+# the source's size), so this bounds the extra memory at threads x 12 MP x 3 bytes.
+PARALLEL_MAX_MEGAPIXELS = 12.0
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _writer_pool() -> ThreadPoolExecutor:
+    """One pool per process, shared by every DoFn instance (threads: `min(4, cpu_count)`)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="gazecrop-write")
+        return _pool
 
 
 def write_crops(item: CroppedImage, config: OutputConfig, settings: str = "") -> list[dict]:
@@ -196,20 +246,32 @@ def write_crops(item: CroppedImage, config: OutputConfig, settings: str = "") ->
     image = item.image
     header = read_header(image.data, config.max_megapixels)
     check_size(header, config.max_megapixels)
-    pixels = decode_pixels(image.data, header)
-    if (pixels.shape[1], pixels.shape[0]) != (image.source_width, image.source_height):
-        raise ValueError(f"full decode is {pixels.shape[1]}x{pixels.shape[0]}, the header said "
-                         f"{image.source_width}x{image.source_height}")
+    reduction = write_reduction(header.format, item.crops, config.max_output_side)
+    pixels = decode_pixels(image.data, header, reduction)
+    expected = (-(-image.source_width // reduction), -(-image.source_height // reduction))
+    if (pixels.shape[1], pixels.shape[0]) != expected:
+        raise ValueError(f"the source decoded at 1/{reduction} scale is {pixels.shape[1]}x{pixels.shape[0]}, "
+                         f"the header said {image.source_width}x{image.source_height}")
     encoding = output_encoding(config, header.format)
     extension = _EXTENSIONS[encoding]
+
+    def write_one(crop: Crop) -> tuple[str, tuple[int, ...], int]:
+        ratio = parse_aspect_ratios(crop.aspect_ratio)[0]
+        out = cut(pixels, crop, config.max_output_side, reduction)
+        uri = crop_uri(config.root, ratio_dirname(ratio), image.relpath, extension, crop.rank)
+        return uri, out.shape, write_atomically(uri, encode(out, encoding, config.jpeg_quality))
+
+    if image.source_width * image.source_height <= PARALLEL_MAX_MEGAPIXELS * 1e6:
+        written = list(_writer_pool().map(write_one, item.crops))
+    else:
+        written = [write_one(crop) for crop in item.crops]
+    # Counters are per bundle and per thread: count here, in the DoFn's thread.
+    bytes_written = beam.metrics.Metrics.counter("gazecrop", "bytes_written")
+    bytes_written.inc(sum(size for _, _, size in written))
     rows = []
     processed_at = now_utc()
     config_id = image_config_id(settings, item.focus)
-    for crop in item.crops:
-        ratio = parse_aspect_ratios(crop.aspect_ratio)[0]
-        out = cut(pixels, crop, config.max_output_side)
-        uri = crop_uri(config.root, ratio_dirname(ratio), image.relpath, extension, crop.rank)
-        write_atomically(uri, encode(out, encoding, config.jpeg_quality))
+    for crop, (uri, shape, _) in zip(item.crops, written):
         rows.append({
             "source_uri": image.uri,
             "source_sha256": image.sha256,
@@ -227,8 +289,8 @@ def write_crops(item: CroppedImage, config: OutputConfig, settings: str = "") ->
             "focal_y": item.focal_y,
             "saliency_kept": float(crop.saliency_kept),
             "output_uri": uri,
-            "output_width": out.shape[1],
-            "output_height": out.shape[0],
+            "output_width": shape[1],
+            "output_height": shape[0],
             "model_version": image.model_version,
             "config_id": config_id,
             "processed_at": processed_at,
@@ -236,7 +298,7 @@ def write_crops(item: CroppedImage, config: OutputConfig, settings: str = "") ->
     if config.save_saliency:
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(image.log_density, dtype=np.float32), allow_pickle=False)
-        write_atomically(saliency_uri(config.root, image.relpath), buffer.getvalue())
+        bytes_written.inc(write_atomically(saliency_uri(config.root, image.relpath), buffer.getvalue()))
     return rows
 
 

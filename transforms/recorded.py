@@ -1,0 +1,148 @@
+"""Streaming: each file recorded once, across redelivered notifications and restarted jobs.
+
+Pub/Sub delivers every notification at least once, and a streaming job can be stopped at any moment:
+the DirectRunner acknowledges messages as soon as it pulls them, and a cancelled Dataflow job drops
+what it had in flight. The streaming tables are append-only window files, so a file processed twice
+would be recorded twice, and a file whose message was acknowledged but whose rows were never written
+would be lost. Three parts make a restarted job record every file exactly once:
+
+1. **Catch-up** (`pipeline.stream`, `--catch_up`): at start the job also lists `--input_prefix` once,
+   so files whose notifications an earlier run took but never recorded are found again.
+2. **`SkipRecorded`**: each worker loads, at start, the identities (URI, size, modification time) of
+   the files the tables under ROOT already record: every `ROOT/metadata/*.parquet` (the batch table
+   and all window files) and, from `ROOT/errors/*.parquet`, the files that failed to decode after their
+   last change (a decode failure is a property of the bytes; read, inference and write failures are
+   retried). Files recorded there are dropped.
+3. **`FirstDelivery`**: within the job, only the first delivery of a file identity passes (a stateful
+   DoFn keyed by it; the state of a key is cleared `REMEMBER_SECS` after its first delivery). It drops
+   redelivered notifications and the files that both the catch-up listing and a notification bring.
+
+A file overwritten with new content has a new identity and is recorded again (its crops replaced).
+Unlike the nightly `--incremental` job, a streaming job does not redo files recorded by another model
+or other crop settings: it records each arriving file once; the nightly job brings old rows up to date.
+
+Cost: the index holds one (URI, size, time) tuple per recorded file (about 200 bytes per file in
+CPython), loaded once per worker when the job starts.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import apache_beam as beam
+from apache_beam.coders import BooleanCoder
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms import userstate
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from transforms.metadata import read_parquet
+from transforms.read import MatchedFile
+from transforms.write import join
+
+_LOGGER = logging.getLogger(__name__)
+
+# How long a worker remembers a file identity it let through (redeliveries come within Pub/Sub's
+# acknowledgement deadline and retention: minutes to days; later ones are still caught by a restarted
+# job's SkipRecorded).
+REMEMBER_SECS = 7 * 24 * 3600
+
+FileIdentity = tuple[str, int, int]  # (uri, size in bytes, modified µs)
+
+
+def identity(file: MatchedFile) -> FileIdentity:
+    return file.uri, file.size_in_bytes, file.modified_us
+
+
+def _table_files(root: str, name: str) -> list[str]:
+    """Every Parquet file of table `name` under ROOT (batch file and window files; staging folders and
+    Beam's temporary folders are not matched)."""
+    return [m.path for m in FileSystems.match([join(root, name, "*.parquet")])[0].metadata_list]
+
+
+def _epoch_us(timestamp) -> int:
+    return round(timestamp.timestamp() * 1_000_000) if timestamp is not None else 0
+
+
+def load_recorded(root: str) -> tuple[set[FileIdentity], dict[str, int]]:
+    """What the tables under ROOT record: the identities of files with metadata rows, and for each URI
+    with a decode error row, the time (µs) of its latest one."""
+    recorded: set[FileIdentity] = set()
+    for path in _table_files(root, "metadata"):
+        table = read_parquet(path, ["source_uri", "source_size", "source_modified"])
+        for uri, size, modified in zip(*(table.column(i).to_pylist() for i in range(3))):
+            recorded.add((uri, size, _epoch_us(modified)))
+    failed: dict[str, int] = {}
+    for path in _table_files(root, "errors"):
+        table = read_parquet(path, ["source_uri", "stage", "processed_at"])
+        for uri, stage, at in zip(*(table.column(i).to_pylist() for i in range(3))):
+            if stage == "decode":
+                failed[uri] = max(failed.get(uri, 0), _epoch_us(at))
+    return recorded, failed
+
+
+class _SkipRecordedFn(beam.DoFn):
+    def __init__(self, root: str):
+        self._root = root
+        self._skipped = beam.metrics.Metrics.counter("gazecrop", "inputs_already_recorded")
+        self._recorded: set[FileIdentity] = set()
+        self._failed: dict[str, int] = {}
+
+    def setup(self):
+        self._recorded, self._failed = load_recorded(self._root)
+        _LOGGER.info("%d files already recorded under %s, %d failed to decode", len(self._recorded), self._root,
+                     len(self._failed))
+
+    def process(self, file: MatchedFile):
+        failed_at = self._failed.get(file.uri, 0)
+        if identity(file) in self._recorded or (file.modified_us and failed_at >= file.modified_us):
+            self._skipped.inc()
+            return
+        yield file
+
+
+class SkipRecorded(beam.PTransform):
+    """Drop the `MatchedFile`s the tables under `root` already record (see the module docstring)."""
+
+    def __init__(self, *, root: str):
+        super().__init__()
+        self._root = root
+
+    def expand(self, files):
+        return files | "Skip" >> beam.ParDo(_SkipRecordedFn(self._root))
+
+
+class _FirstDeliveryFn(beam.DoFn):
+    SEEN = userstate.ReadModifyWriteStateSpec("seen", BooleanCoder())
+    FORGET = userstate.TimerSpec("forget", TimeDomain.REAL_TIME)
+
+    def __init__(self, remember_secs: float):
+        self._remember_secs = remember_secs
+        self._duplicates = beam.metrics.Metrics.counter("gazecrop", "inputs_duplicate")
+
+    def process(self, keyed, seen=beam.DoFn.StateParam(SEEN), forget=beam.DoFn.TimerParam(FORGET)):
+        _, file = keyed
+        if seen.read():
+            self._duplicates.inc()
+            _LOGGER.info("Dropping a second delivery of %s", file.uri)
+            return
+        seen.write(True)
+        forget.set(Timestamp.now() + Duration(seconds=self._remember_secs))
+        yield file
+
+    @userstate.on_timer(FORGET)
+    def forget(self, seen=beam.DoFn.StateParam(SEEN)):
+        seen.clear()
+
+
+class FirstDelivery(beam.PTransform):
+    """Pass the first `MatchedFile` of each identity (URI, size, modified), drop later ones."""
+
+    def __init__(self, *, remember_secs: float = REMEMBER_SECS):
+        super().__init__()
+        self._remember_secs = remember_secs
+
+    def expand(self, files):
+        return (files
+                | "ByIdentity" >> beam.Map(lambda f: ("\n".join(map(str, identity(f))), f))
+                | "First" >> beam.ParDo(_FirstDeliveryFn(self._remember_secs)))
