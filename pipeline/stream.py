@@ -73,6 +73,7 @@ DIRECT_RUNNERS = ("directrunner", "bundlebaseddirectrunner", "switchingdirectrun
 def _runner_name(pipeline_options: PipelineOptions) -> str:
     return str(pipeline_options.view_as(StandardOptions).runner or "").lower().rsplit(".", 1)[-1]
 
+
 # Extra wait, beyond --window_seconds, for the last window's files when a run stops.
 DRAIN_GRACE_SECS = 30.0
 
@@ -169,7 +170,8 @@ class CatchUp(beam.PTransform):
             if file.uri.startswith(outputs):
                 ignored.inc()
                 return []
-            return [file]
+            # Listed now: the element's time is the listing's (a notification's is its publish time).
+            return [beam.window.TimestampedValue(file, time.time())]
 
         files, errors = pbegin | "List" >> MatchImages(patterns=[self._prefix.rstrip("/") + "/**"])
         return files | "InputsOnly" >> beam.FlatMap(inputs_only), errors

@@ -14,15 +14,17 @@ would be lost. Three parts make a restarted job record every file exactly once:
    last change (a decode failure is a property of the bytes; read, inference and write failures are
    retried). Files recorded there are dropped.
 3. **`FirstDelivery`**: within the job, only the first delivery of a file identity passes (a stateful
-   DoFn keyed by it; the state of a key is cleared `REMEMBER_SECS` after its first delivery). It drops
-   redelivered notifications and the files that both the catch-up listing and a notification bring.
+   DoFn keyed by it; the state of a key is cleared `REMEMBER_SECS` after its first delivery, in event
+   time). It drops redelivered notifications and the files that both the catch-up listing and a
+   notification bring.
 
 A file overwritten with new content has a new identity and is recorded again (its crops replaced).
 Unlike the nightly `--incremental` job, a streaming job does not redo files recorded by another model
 or other crop settings: it records each arriving file once; the nightly job brings old rows up to date.
 
-Cost: the index holds one (URI, size, time) tuple per recorded file (about 200 bytes per file in
-CPython), loaded once per worker when the job starts.
+Cost: the index holds one (URI, size, time) tuple per recorded file, loaded once per worker when the
+job starts: 282 bytes per file for 60-character URIs (tracemalloc, 100,000 entries), so 280 MB for a
+million recorded files.
 """
 
 from __future__ import annotations
@@ -113,21 +115,30 @@ class SkipRecorded(beam.PTransform):
 
 
 class _FirstDeliveryFn(beam.DoFn):
+    """Keyed by file identity: the first element passes, later ones are dropped and counted.
+
+    The key's state is cleared by an event-time timer `remember_secs` after the element's time (or now,
+    if that is later). Not a processing-time timer: on portable runners (Flink, Dataflow) a
+    processing-time timer holds the watermark at its element's time until it fires, so no window after
+    it would close for `remember_secs` (seen on Flink: no table file was ever written).
+    """
+
     SEEN = userstate.ReadModifyWriteStateSpec("seen", BooleanCoder())
-    FORGET = userstate.TimerSpec("forget", TimeDomain.REAL_TIME)
+    FORGET = userstate.TimerSpec("forget", TimeDomain.WATERMARK)
 
     def __init__(self, remember_secs: float):
         self._remember_secs = remember_secs
         self._duplicates = beam.metrics.Metrics.counter("gazecrop", "inputs_duplicate")
 
-    def process(self, keyed, seen=beam.DoFn.StateParam(SEEN), forget=beam.DoFn.TimerParam(FORGET)):
+    def process(self, keyed, timestamp=beam.DoFn.TimestampParam, seen=beam.DoFn.StateParam(SEEN),
+                forget=beam.DoFn.TimerParam(FORGET)):
         _, file = keyed
         if seen.read():
             self._duplicates.inc()
             _LOGGER.info("Dropping a second delivery of %s", file.uri)
             return
         seen.write(True)
-        forget.set(Timestamp.now() + Duration(seconds=self._remember_secs))
+        forget.set(max(timestamp, Timestamp.now()) + Duration(seconds=self._remember_secs))
         yield file
 
     @userstate.on_timer(FORGET)
