@@ -229,6 +229,15 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
+def _forget_pool_in_child() -> None:
+    """A forked child has none of the parent's pool threads: it makes its own pool when it needs one."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def _writer_pool() -> ThreadPoolExecutor:
     """One pool per process, shared by every DoFn instance (threads: `min(4, cpu_count)`)."""
     global _pool
