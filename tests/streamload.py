@@ -180,8 +180,10 @@ def run(known, workdir: Path, bucket: str) -> int:
             "--max_batch_duration_secs", "1", "--progress", "off"]
     print(f"streamload: {len(paths)} JPEGs (long side {known.long_side} px, every {known.broken}th cut short), "
           f"uploaded and notified while the job runs; model {known.model!r}")
+    jobs: list[Job] = []
     try:
         first = Job(argv, workdir / "run1.log")
+        jobs.append(first)
         uploads = Uploads(bucket, prefix, paths, publisher, topic)
         uploads.start()
         kill_at = max(1, int(known.images * known.kill_at))
@@ -196,6 +198,7 @@ def run(known, workdir: Path, bucket: str) -> int:
               f"{cropped_then} with crops, {recorded_then} recorded in the tables; peak RSS {first.peak_mb:.0f} MB")
 
         second = Job(argv, workdir / "run2.log")
+        jobs.append(second)
         wait_until(lambda: not uploads.is_alive() and accounted(root) >= len(uploads.uris), second, known.timeout,
                    "image accounted for")
         done_after = time.monotonic() - second.started
@@ -210,6 +213,9 @@ def run(known, workdir: Path, bucket: str) -> int:
             print("  | " + line)
     finally:
         stop_trickle.set()
+        for job in jobs:  # stopped early (an error, Ctrl-C, SIGTERM): no job outlives this command
+            if job.alive():
+                job.stop(signal.SIGKILL)
         with contextlib.suppress(Exception):
             subscriber.delete_subscription(subscription=subscription)
             publisher.delete_topic(topic=topic)
@@ -244,6 +250,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bucket", default=None,
                         help="gs://BUCKET on the GCS server STORAGE_EMULATOR_HOST names (default: start one)")
     known = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # SIGTERM unwinds: servers, jobs stop
+    try:
+        return _main(known)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(known) -> int:
     with tempfile.TemporaryDirectory(prefix="gazecrop-streamload-") as scratch:
         workdir = Path(known.workdir or scratch)
         workdir.mkdir(parents=True, exist_ok=True)
