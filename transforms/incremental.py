@@ -32,15 +32,9 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.crop import Focus
 from transforms.metadata import table_path
 from transforms.read import MatchedFile
+from transforms.records import to_epoch_us
 from transforms.select import focus_key
 from transforms.write import image_config_id, relpath_of_output
-
-def source_modified_us(row: dict) -> int:
-    """A metadata row's `source_modified` as microseconds since the epoch (0: unknown)."""
-    modified = row.get("source_modified")
-    if modified is None:
-        return 0
-    return round(modified.timestamp() * 1_000_000)
 
 
 def is_done(file: MatchedFile, rows: list[dict], *, root: str, model_version: str, config_id: str) -> bool:
@@ -50,7 +44,7 @@ def is_done(file: MatchedFile, rows: list[dict], *, root: str, model_version: st
         return False
     return all(
         row.get("source_size") == file.size_in_bytes
-        and source_modified_us(row) == file.modified_us
+        and to_epoch_us(row.get("source_modified")) == file.modified_us
         and row.get("model_version") == model_version
         and row.get("config_id") == config_id
         and _output_relpath(root, row) == file.relpath

@@ -40,6 +40,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from transforms.metadata import read_parquet
 from transforms.read import MatchedFile
+from transforms.records import to_epoch_us
 from transforms.write import join
 
 _LOGGER = logging.getLogger(__name__)
@@ -62,10 +63,6 @@ def _table_files(root: str, name: str) -> list[str]:
     return [m.path for m in FileSystems.match([join(root, name, "*.parquet")])[0].metadata_list]
 
 
-def _epoch_us(timestamp) -> int:
-    return round(timestamp.timestamp() * 1_000_000) if timestamp is not None else 0
-
-
 def load_recorded(root: str) -> tuple[set[FileIdentity], dict[str, int]]:
     """What the tables under ROOT record: the identities of files with metadata rows, and for each URI
     with a decode error row, the time (µs) of its latest one."""
@@ -73,13 +70,13 @@ def load_recorded(root: str) -> tuple[set[FileIdentity], dict[str, int]]:
     for path in _table_files(root, "metadata"):
         table = read_parquet(path, ["source_uri", "source_size", "source_modified"])
         for uri, size, modified in zip(*(table.column(i).to_pylist() for i in range(3))):
-            recorded.add((uri, size, _epoch_us(modified)))
+            recorded.add((uri, size, to_epoch_us(modified)))
     failed: dict[str, int] = {}
     for path in _table_files(root, "errors"):
         table = read_parquet(path, ["source_uri", "stage", "processed_at"])
         for uri, stage, at in zip(*(table.column(i).to_pylist() for i in range(3))):
             if stage == "decode":
-                failed[uri] = max(failed.get(uri, 0), _epoch_us(at))
+                failed[uri] = max(failed.get(uri, 0), to_epoch_us(at))
     return recorded, failed
 
 

@@ -67,6 +67,13 @@ def from_epoch_us(us: int) -> datetime.datetime | None:
     return datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(microseconds=us)
 
 
+def to_epoch_us(timestamp: datetime.datetime | None) -> int:
+    """A table's timestamp as microseconds since the epoch; 0 for None (unknown): `from_epoch_us`'s inverse."""
+    if timestamp is None:
+        return 0
+    return round(timestamp.timestamp() * 1_000_000)
+
+
 def source_uri_of(element: Any) -> str:
     """The source URI of any stage's input element (record, ReadableFile, FileMetadata or pattern)."""
     if isinstance(element, CroppedImage):
