@@ -74,6 +74,7 @@ def test_restarted_job_skips_recorded_files_and_takes_each_delivery_once(tmp_pat
         _file("old.jpg", 30),                            # rewritten since it was recorded: new identity
         _file("broken.jpg", 5), _file("fixed.jpg", 6), _file("hiccup.jpg", 7),
         _file("partial.jpg", 40),                        # only in a temporary file: not recorded
+        _file("batch.jpg", 10, 0),                       # time unknown: never taken as recorded
         _file("new.jpg", 50), _file("new.jpg", 50),      # notified and listed: once
         _file("new.jpg", 51, MODIFIED_US + 1),           # then overwritten: another identity
     ]
@@ -83,7 +84,7 @@ def test_restarted_job_skips_recorded_files_and_takes_each_delivery_once(tmp_pat
                   | FirstDelivery()
                   | beam.Map(lambda f: (f.relpath, f.size_in_bytes)))
         assert_that(passed, equal_to([("old.jpg", 30), ("fixed.jpg", 6), ("hiccup.jpg", 7), ("partial.jpg", 40),
-                                      ("new.jpg", 50), ("new.jpg", 51)]))
+                                      ("batch.jpg", 10), ("new.jpg", 50), ("new.jpg", 51)]))
 
 
 def test_catch_up_lists_the_prefix_but_not_the_jobs_own_outputs(tmp_path):

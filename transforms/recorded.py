@@ -93,8 +93,9 @@ class _SkipRecordedFn(beam.DoFn):
                      len(self._failed))
 
     def process(self, file: MatchedFile):
+        # A file whose modification time is unknown (0) is never taken as recorded, as in `is_done`.
         failed_at = self._failed.get(file.uri, 0)
-        if identity(file) in self._recorded or (file.modified_us and failed_at >= file.modified_us):
+        if file.modified_us and (identity(file) in self._recorded or failed_at >= file.modified_us):
             self._skipped.inc()
             return
         yield file
