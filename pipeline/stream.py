@@ -51,7 +51,7 @@ from pipeline.run import counters
 from transforms.crop import read_focus_table
 from transforms.decode import DecodeImages
 from transforms.inference import DeepGazeModelHandler, ModelWatch, PredictSaliency, describe_model
-from transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA, read_parquet
+from transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA, read_parquet, table_files
 from transforms.read import MatchImages, ReadMatchedFiles, absolute_uri
 from transforms.recorded import FirstDelivery, SkipRecorded
 from transforms.select import SelectCrops, rekey_focus_table
@@ -195,12 +195,12 @@ def settled(c: dict[str, int]) -> bool:
 
 def run_table_counts(root: str, run_id: str) -> dict[str, int]:
     """Counters recovered from this run's own table files (named with its run id), for runners that
-    report no metrics for a cancelled streaming job (Flink's portable runner): images cropped, crops
+    report no metrics for a cancelled streaming job (Flink's portable runner) or incomplete ones (the
+    DirectRunner, see DIRECT_RUNNERS): images cropped, crops
     and error rows, and the files of each table."""
-    from apache_beam.io.filesystems import FileSystems
     counts: dict[str, int] = {}
     for name in ("metadata", "errors"):
-        files = [m.path for m in FileSystems.match([join(root, name, f"stream-*-{run_id}-*.parquet")])[0].metadata_list]
+        files = table_files(root, name, f"stream-*-{run_id}-*.parquet")
         rows = [uri for path in files for uri in read_parquet(path, ["source_uri"]).column(0).to_pylist()]
         counts[f"{name}_files_written"] = len(files)
         if name == "metadata":

@@ -73,6 +73,12 @@ def table_path(root: str, name: str) -> str:
     return table_prefix(root, name) + "-00000-of-00001.parquet"
 
 
+def table_files(root: str, name: str, pattern: str = "*.parquet") -> list[str]:
+    """The Parquet files of table `name` under ROOT matching `pattern` (default: the batch file and every
+    streaming window file; staging and Beam's temporary folders are never matched)."""
+    return [m.path for m in FileSystems.match([join(root, name, pattern)])[0].metadata_list]
+
+
 def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
     """One Parquet file, through Beam's FileSystems (local, gs://, s3://)."""
     with FileSystems.open(path) as f:

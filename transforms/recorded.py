@@ -33,15 +33,13 @@ import logging
 
 import apache_beam as beam
 from apache_beam.coders import BooleanCoder
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms.metadata import read_parquet
+from transforms.metadata import read_parquet, table_files
 from transforms.read import MatchedFile
 from transforms.records import to_epoch_us
-from transforms.write import join
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -57,22 +55,16 @@ def identity(file: MatchedFile) -> FileIdentity:
     return file.uri, file.size_in_bytes, file.modified_us
 
 
-def _table_files(root: str, name: str) -> list[str]:
-    """Every Parquet file of table `name` under ROOT (batch file and window files; staging folders and
-    Beam's temporary folders are not matched)."""
-    return [m.path for m in FileSystems.match([join(root, name, "*.parquet")])[0].metadata_list]
-
-
 def load_recorded(root: str) -> tuple[set[FileIdentity], dict[str, int]]:
     """What the tables under ROOT record: the identities of files with metadata rows, and for each URI
     with a decode error row, the time (µs) of its latest one."""
     recorded: set[FileIdentity] = set()
-    for path in _table_files(root, "metadata"):
+    for path in table_files(root, "metadata"):
         table = read_parquet(path, ["source_uri", "source_size", "source_modified"])
         for uri, size, modified in zip(*(table.column(i).to_pylist() for i in range(3))):
             recorded.add((uri, size, to_epoch_us(modified)))
     failed: dict[str, int] = {}
-    for path in _table_files(root, "errors"):
+    for path in table_files(root, "errors"):
         table = read_parquet(path, ["source_uri", "stage", "processed_at"])
         for uri, stage, at in zip(*(table.column(i).to_pylist() for i in range(3))):
             if stage == "decode":
