@@ -196,8 +196,8 @@ def settled(c: dict[str, int]) -> bool:
 def run_table_counts(root: str, run_id: str) -> dict[str, int]:
     """Counters recovered from this run's own table files (named with its run id), for runners that
     report no metrics for a cancelled streaming job (Flink's portable runner) or incomplete ones (the
-    DirectRunner, see DIRECT_RUNNERS): images cropped, crops
-    and error rows, and the files of each table."""
+    DirectRunner, see DIRECT_RUNNERS): images cropped, crops and error rows, and the files of each
+    table."""
     counts: dict[str, int] = {}
     for name in ("metadata", "errors"):
         files = table_files(root, name, f"stream-*-{run_id}-*.parquet")
