@@ -87,6 +87,31 @@ def test_restarted_job_skips_recorded_files_and_takes_each_delivery_once(tmp_pat
                                       ("batch.jpg", 10), ("new.jpg", 50), ("new.jpg", 51)]))
 
 
+def test_an_identity_is_forgotten_once_the_watermark_passes_its_time_and_kept_until_then():
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.utils.timestamp import Timestamp
+
+    t0 = Timestamp.now().micros // 1_000_000 + 3600  # later than now: each time counts from the element's time
+    a, b = _file("a.jpg", 1), _file("b.jpg", 2)
+    stream = (TestStream()
+              .add_elements([beam.window.TimestampedValue(a, t0), beam.window.TimestampedValue(b, t0 + 5),
+                             beam.window.TimestampedValue(a, t0 + 6)])        # a again: dropped
+              .advance_watermark_to(t0 + 12)                                  # a forgotten (t0 + 10), b kept
+              .add_elements([beam.window.TimestampedValue(a, t0 + 13),        # passes again
+                             beam.window.TimestampedValue(b, t0 + 14)])       # dropped
+              .advance_watermark_to(t0 + 100)                                 # all forgotten
+              .add_elements([beam.window.TimestampedValue(b, t0 + 101)])      # passes again
+              .advance_watermark_to_infinity())
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with TestPipeline(options=options) as p:
+        passed = (p | stream
+                  | FirstDelivery(remember_secs=10, buckets=1)  # one bucket: both files share its timer
+                  | beam.Map(lambda f, t=beam.DoFn.TimestampParam: (f.relpath, round(t.micros / 1e6 - t0))))
+        assert_that(passed, equal_to([("a.jpg", 0), ("b.jpg", 5), ("a.jpg", 13), ("b.jpg", 101)]))
+
+
 def test_catch_up_lists_the_prefix_but_not_the_jobs_own_outputs(tmp_path):
     from pipeline.stream import CatchUp
     for name in ("a.jpg", "sub/b.png", "out/crops/1x1/a.jpg.jpg"):
