@@ -63,6 +63,23 @@ def test_load_recorded_reads_every_table_file(tmp_path):
     assert set(failed) == {"gs://b/in/broken.jpg", "gs://b/in/fixed.jpg"}
 
 
+def test_the_index_is_loaded_once_per_job_in_a_process(tmp_path):
+    from apache_beam.internal import pickler
+
+    from transforms.recorded import _SkipRecordedFn
+    _tables(tmp_path)
+    first = _SkipRecordedFn(str(tmp_path))
+    first.setup()
+    _write(tmp_path / "metadata" / "stream-c-run1-00000-of-00001.parquet", METADATA_SCHEMA,
+           [_metadata_row("gs://b/in/later.jpg", 60)])
+    again = pickler.loads(pickler.dumps(first))  # the same job's DoFn, as a runner sends it per bundle
+    again.setup()
+    assert len(again._recorded) == 3  # the index the job started with
+    next_job = _SkipRecordedFn(str(tmp_path))
+    next_job.setup()
+    assert ("gs://b/in/later.jpg", 60, MODIFIED_US) in next_job._recorded
+
+
 def _file(name, size, modified_us=MODIFIED_US):
     return MatchedFile(uri=f"gs://b/in/{name}", relpath=name, size_in_bytes=size, modified_us=modified_us)
 
