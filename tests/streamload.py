@@ -111,7 +111,8 @@ class Job:
     def __init__(self, argv: list[str], log: Path):
         self._log = open(log, "w")
         self.process = subprocess.Popen([sys.executable, "-m", "pipeline.run", *argv], cwd=REPO,
-                                        stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+                                        stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})  # a killed job's last lines
         self.started = time.monotonic()
         self.peak_mb = 0.0
 
