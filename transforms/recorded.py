@@ -133,11 +133,11 @@ class _FirstDeliveryFn(beam.DoFn):
 
     A bucket's state maps each identity it has let through to the time it may be forgotten:
     `remember_secs` after the element's time, or after now if that is later, in whole milliseconds
-    (runners keep timers to the millisecond: a µs time would make the timer fire before it, forever). One timer per bucket, set to
-    the earliest of those times, drops the expired ones. Buckets rather than one key per identity: the
-    DirectRunner walks every key's state on each pass of its watermark monitor
-    (`watermark_manager.extract_transform_timers`), so a key per file slowed a streaming job as it saw
-    more files (1.3 images/s after 2,900 files, from 4.4). The timer is an event-time timer, not a
+    (runners keep timers to the millisecond: a µs time made the timer fire just before it, forever).
+    One timer per bucket, set when the bucket gets its first entry and then to the earliest remaining
+    time, drops the expired ones. Buckets rather than one key per identity: the DirectRunner walks every
+    key's state on each pass of its watermark monitor (`watermark_manager.extract_transform_timers`),
+    so a key per file slowed a streaming job as it saw more files. The timer is an event-time timer, not a
     processing-time one: on portable runners (Flink, Dataflow) a processing-time timer holds the
     watermark at its element's time until it fires, so no window after it would close for
     `remember_secs` (seen on Flink: no table file was ever written).
@@ -159,7 +159,7 @@ class _FirstDeliveryFn(beam.DoFn):
             _LOGGER.info("Dropping a second delivery of %s", file.uri)
             return
         expire_ms = max(timestamp.micros, Timestamp.now().micros) // 1000 + 1 + self._remember_ms
-        if not expiries:  # otherwise the timer is already set, to an earlier time
+        if not expiries:  # otherwise the timer is set (an entry may be dropped a little late: harmless)
             forget.set(Timestamp(micros=expire_ms * 1000))
         expiries[identity(file)] = expire_ms
         seen.write(expiries)
