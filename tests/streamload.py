@@ -252,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="gs://BUCKET on the GCS server STORAGE_EMULATOR_HOST names (default: start one)")
     known = parser.parse_args(argv)
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # SIGTERM unwinds: servers, jobs stop
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # Started in the background by a shell (`cmd &`), this process and so its jobs ignore SIGINT, and
+        # run 2's Ctrl-C stop would never arrive. A handled signal is reset for the child, an ignored one is
+        # inherited.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _main(known)
     finally:
