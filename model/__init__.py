@@ -4,8 +4,8 @@
 distilled ~15× faster version (``model.train_fast``); ``load_model("tiny")`` a tiny
 seeded stand-in for tests. See ``model/README.md`` (the model card).
 
-Keras and TensorFlow are imported on first use, so ``model.images``, ``model.saliency`` and
-``model.metrics`` stay light to import.
+Keras and TensorFlow are imported on first use, so ``model.saliency`` and ``model.metrics`` stay light
+to import (``model.images`` reads with the pipeline's decoder, so it imports Beam).
 """
 
 __all__ = ["SaliencyModel", "WeightsError", "load_model"]

@@ -1,9 +1,11 @@
-"""Reading images for the model commands (the pipeline has its own, more defensive decoder)."""
+"""Reading images for the model commands, with the pipeline's own decoder (`transforms/decode.py`), so
+that training, evaluation and the pipeline see the same pixels."""
 
 from pathlib import Path
 
-import cv2
 import numpy as np
+
+from transforms.decode import DecodeError, decode_full, resize_to
 
 
 class ImageReadError(ValueError):
@@ -13,9 +15,8 @@ class ImageReadError(ValueError):
 def read_image_rgb(path):
     """Reads an image file as uint8 (H, W, 3) RGB with its EXIF orientation applied.
 
-    Grayscale, palette and alpha images are converted to 3-channel RGB (alpha dropped); 16-bit
-    images are scaled to 8 bits. Raises ``ImageReadError`` naming the file when it is missing,
-    empty or not decodable.
+    Grayscale, palette and 16-bit images become 8-bit RGB, and alpha is laid on white, as in the
+    pipeline. Raises ``ImageReadError`` naming the file when it is missing, empty or not decodable.
     """
     path = Path(path)
     try:
@@ -24,16 +25,13 @@ def read_image_rgb(path):
         raise ImageReadError(f"cannot read image file {path}: {e.strerror or e}") from e
     if not data:
         raise ImageReadError(f"cannot decode image file {path}: the file is empty")
-    # IMREAD_COLOR applies the EXIF orientation and returns 8-bit BGR.
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.size == 0:
-        raise ImageReadError(f"cannot decode image file {path}: not an image OpenCV can read "
-                             f"({len(data)} bytes)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        return decode_full(data)
+    except DecodeError as e:
+        raise ImageReadError(f"cannot decode image file {path}: {e}") from e
 
 
 def resize_for_model(rgb, size):
     """Resizes uint8 (H, W, 3) RGB to ``size = (h, w)`` as float32 0..255 for ``predict``."""
     h, w = size
-    interpolation = cv2.INTER_AREA if h * w < rgb.shape[0] * rgb.shape[1] else cv2.INTER_LINEAR
-    return cv2.resize(rgb, (w, h), interpolation=interpolation).astype(np.float32)
+    return resize_to(rgb, (w, h)).astype(np.float32)

@@ -182,5 +182,5 @@ def test_read_image_rgb_errors(tmp_path):
     with pytest.raises(ImageReadError, match="empty.jpg: the file is empty"):
         read_image_rgb(tmp_path / "empty.jpg")
     (tmp_path / "text.jpg").write_text("not an image")
-    with pytest.raises(ImageReadError, match="text.jpg: not an image"):
+    with pytest.raises(ImageReadError, match="text.jpg: not a recognised image format"):
         read_image_rgb(tmp_path / "text.jpg")
