@@ -47,7 +47,9 @@ RATIOS = ("1:1", "16:9")
 def notification(bucket: str, name: str, resource: dict, event: str = "OBJECT_FINALIZE") -> tuple[bytes, dict]:
     """A GCS notification (JSON_API_V1 payload): the object resource and the attributes GCS sets."""
     attributes = {"bucketId": bucket, "objectId": name, "eventType": event, "payloadFormat": "JSON_API_V1",
-                  "objectGeneration": str(resource.get("generation", "1"))}
+                  "objectGeneration": str(resource.get("generation", "1")),
+                  "eventTime": resource.get("updated", "1970-01-01T00:00:00Z"),
+                  "notificationConfig": f"projects/_/buckets/{bucket}/notificationConfigs/1"}
     return json.dumps(resource).encode(), attributes
 
 

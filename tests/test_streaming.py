@@ -5,7 +5,6 @@ parser and the model swap of the ModelHandler without a streaming runner."""
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import re
 import shutil
@@ -17,20 +16,17 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from streamload import main as streamload, object_notification
+from streamload import main as streamload, notification, object_notification
 from transforms.stream import (MalformedNotificationError, notification_to_file, parse_notification)
 
 PROJECT = "gazecrop-test"
 
 
 def _finalize(bucket: str, name: str, size: int, event: str = "OBJECT_FINALIZE") -> tuple[bytes, dict]:
-    """A notification as GCS sends it (`--payload-format=json`): attributes plus the object resource."""
-    attributes = {"bucketId": bucket, "objectId": name, "eventType": event, "objectGeneration": "1700000000000001",
-                  "eventTime": "2026-11-27T17:30:00.000000Z", "payloadFormat": "JSON_API_V1",
-                  "notificationConfig": f"projects/_/buckets/{bucket}/notificationConfigs/1"}
-    payload = {"kind": "storage#object", "bucket": bucket, "name": name, "size": str(size),
-               "updated": "2026-11-27T17:30:00.123Z", "contentType": "image/png", "generation": "1700000000000001"}
-    return json.dumps(payload).encode(), attributes
+    """A notification as GCS sends it (`--payload-format=json`) for an object of `size` bytes."""
+    return notification(bucket, name, {
+        "kind": "storage#object", "bucket": bucket, "name": name, "size": str(size), "contentType": "image/png",
+        "updated": "2026-11-27T17:30:00.123Z", "generation": "1700000000000001"}, event)
 
 
 # ----------------------------------------------------------------------------------------------
