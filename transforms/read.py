@@ -30,7 +30,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.paths import collision_key, output_relpaths, safe_relpath
-from transforms.records import SourceFile, dead_letter_rows
+from transforms.records import SourceFile, dead_letter_rows, seconds_to_epoch_us
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,11 +51,6 @@ class MatchedFile(NamedTuple):
     relpath: str
     size_in_bytes: int
     modified_us: int = 0  # last modification, microseconds since the epoch (0: unknown)
-
-
-def modified_us(seconds: float | None) -> int:
-    """A listing's modification time (seconds since the epoch, float) as whole microseconds."""
-    return round(seconds * 1_000_000) if seconds else 0
 
 
 def absolute_uri(uri: str) -> str:
@@ -112,7 +107,7 @@ def _keyed_by_output_name(metadata, roots: list[str]):
     one file (on a case-insensitive store, too) meet in one group."""
     relpath = relative_path(metadata.path, roots)
     return (collision_key(safe_relpath(relpath)),
-            (metadata.path, metadata.size_in_bytes, modified_us(metadata.last_updated_in_seconds)))
+            (metadata.path, metadata.size_in_bytes, seconds_to_epoch_us(metadata.last_updated_in_seconds)))
 
 
 def _named_files(keyed, roots: list[str]):

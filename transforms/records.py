@@ -67,6 +67,11 @@ def from_epoch_us(us: int) -> datetime.datetime | None:
     return datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(microseconds=us)
 
 
+def seconds_to_epoch_us(seconds: float | None) -> int:
+    """A listing's modification time (seconds since the epoch, float) as whole microseconds; 0: unknown."""
+    return round(seconds * 1_000_000) if seconds else 0
+
+
 def to_epoch_us(timestamp: datetime.datetime | None) -> int:
     """A table's timestamp as microseconds since the epoch; 0 for None (unknown): `from_epoch_us`'s inverse."""
     if timestamp is None:

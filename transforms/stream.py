@@ -58,8 +58,8 @@ from apache_beam.io import fileio
 from apache_beam.transforms import window
 
 from transforms.paths import safe_relpath
-from transforms.read import MatchedFile, absolute_uri, modified_us, pattern_root, relative_path
-from transforms.records import error_row
+from transforms.read import MatchedFile, absolute_uri, pattern_root, relative_path
+from transforms.records import error_row, seconds_to_epoch_us, to_epoch_us
 from transforms.write import join
 
 _LOGGER = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def _rfc3339_us(text: str) -> int:
     parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=datetime.timezone.utc)
-    return modified_us(parsed.timestamp())
+    return to_epoch_us(parsed)
 
 
 def parse_notification(data: bytes | None, attributes: dict[str, str] | None) -> Notification:
@@ -243,7 +243,7 @@ def matched_file(metadata, root: str) -> MatchedFile:
     """A FileMetadata of MatchContinuously as a MatchedFile named relative to `root`."""
     return MatchedFile(uri=metadata.path, relpath=safe_relpath(relative_path(metadata.path, [root])),
                        size_in_bytes=metadata.size_in_bytes,
-                       modified_us=modified_us(metadata.last_updated_in_seconds))
+                       modified_us=seconds_to_epoch_us(metadata.last_updated_in_seconds))
 
 
 class MatchNewFiles(beam.PTransform):
