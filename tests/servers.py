@@ -89,10 +89,11 @@ class GcsEmulator:
         self._process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        emulator = Path(sys.executable).with_name("gcp-storage-emulator")
+        # tests/gcs_server.py: the emulator's own `main`, in memory without its index dump on every write.
+        emulator = [sys.executable, str(Path(__file__).with_name("gcs_server.py"))]
         storage = [] if self._data_dir else ["--in-memory"]
         self._process = subprocess.Popen(
-            [str(emulator), "start", "--host", "127.0.0.1", "--port", str(self.port), *storage,
+            [*emulator, "start", "--host", "127.0.0.1", "--port", str(self.port), *storage,
              "--default-bucket", BUCKET, "--quiet"],
             cwd=self._data_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self._process, "gcp-storage-emulator")
