@@ -111,7 +111,9 @@ def build_streaming(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeM
                            since=time.time())
     handler = handler or DeepGazeModelHandler(model_info, max_batch_size=options.batch_size,
                                               max_batch_duration_secs=options.max_batch_duration_secs,
-                                              watch=watch)
+                                              watch=watch,
+                                              # the streaming DirectRunner runs in this one process
+                                              share_across_processes=_runner_name(p.options) not in ("", *DIRECT_RUNNERS))
     root = absolute_uri(options.output)
     run_id = run_id or new_run_id()
     focus = rekey_focus_table(read_focus_table(options.focus)) if options.focus else {}

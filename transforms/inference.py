@@ -7,13 +7,17 @@ handful of input shapes (3:2, 4:3, 1:1, 16:9 ... each in landscape and portrait)
 a batch's images by shape and makes one model call per shape group, so nothing is padded or distorted.
 (The model's compiled function takes any (B, h, w, 3), so a new shape costs no retracing.)
 
-**One model per worker.** `share_model_across_processes()` is True: Beam loads the model once per
-worker machine and every SDK process of that machine calls it through a proxy
+**One model per worker.** `share_model_across_processes()` is True by default: Beam loads the model
+once per worker machine and every SDK process of that machine calls it through a proxy
 (`apache_beam.utils.multi_process_shared`), so a machine with N processes holds one copy of the weights
 (one GPU memory footprint where a GPU is present: TensorFlow places the model there itself).
 Through that proxy only the model's methods are reachable (`predict`), never its
 attributes; what the pipeline needs to know about the model (version, short side) comes from
-`ModelInfo`, read once when the pipeline is built.
+`ModelInfo`, read once when the pipeline is built. A job that runs in one process (the streaming
+DirectRunner) passes `share_across_processes=False`: there the proxy only costs, and as that runner
+calls `setup` for every bundle, it made a proxy per bundle, and the garbage collector's clean-up of old
+ones deadlocked Beam's in-process proxy server after ~5,000 images (`py-spy`: the server's accepter
+thread blocked in `BaseProxy._decref`, connecting to itself).
 
 **Model swap while running (streaming).** With a `ModelWatch` (--watch_model_pattern) the handler
 looks for a newer readout weights file before each batch and, when one appears, runs every later batch
@@ -154,6 +158,8 @@ class DeepGazeModelHandler(ModelHandler[DecodedImage, SaliencyImage, Any]):
         BatchElements then buffers in a stateful DoFn keyed per worker process, with a processing-time
         timer: a lone image waits at most this long for company.
       watch: swap the model while the job runs (`ModelWatch`; streaming jobs).
+      share_across_processes: one model per machine behind a proxy (see the module docstring); False
+        where the job runs in one process.
 
     **Swapping the model.** Beam's own route, a RunInference model side input fed by
     `WatchFilePattern`, never delivers an update on the runners this project can test: Flink's portable
@@ -166,8 +172,10 @@ class DeepGazeModelHandler(ModelHandler[DecodedImage, SaliencyImage, Any]):
 
     def __init__(self, model_info: ModelInfo, *, inference_fn: InferenceFn = predict_by_shape,
                  min_batch_size: int = 1, max_batch_size: int = 16,
-                 max_batch_duration_secs: int | None = None, watch: ModelWatch | None = None):
+                 max_batch_duration_secs: int | None = None, watch: ModelWatch | None = None,
+                 share_across_processes: bool = True):
         super().__init__(env_vars=dict(TF_ENV_VARS))
+        self._share_across_processes = share_across_processes
         self._model_info = model_info
         self._inference_fn = inference_fn
         self._batching = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
@@ -211,7 +219,7 @@ class DeepGazeModelHandler(ModelHandler[DecodedImage, SaliencyImage, Any]):
         return dict(self._batching)
 
     def share_model_across_processes(self) -> bool:
-        return True
+        return self._share_across_processes
 
 
 class PredictSaliency(beam.PTransform):
