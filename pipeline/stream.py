@@ -109,11 +109,10 @@ def build_streaming(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeM
     if options.watch_model_pattern:
         watch = ModelWatch(pattern=options.watch_model_pattern, interval_secs=options.watch_model_interval_secs,
                            since=time.time())
+    in_one_process = _runner_name(p.options) in ("", *DIRECT_RUNNERS)  # the streaming DirectRunner: this one
     handler = handler or DeepGazeModelHandler(model_info, max_batch_size=options.batch_size,
                                               max_batch_duration_secs=options.max_batch_duration_secs,
-                                              watch=watch,
-                                              # the streaming DirectRunner runs in this one process
-                                              share_across_processes=_runner_name(p.options) not in ("", *DIRECT_RUNNERS))
+                                              watch=watch, share_across_processes=not in_one_process)
     root = absolute_uri(options.output)
     run_id = run_id or new_run_id()
     focus = rekey_focus_table(read_focus_table(options.focus)) if options.focus else {}
