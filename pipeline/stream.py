@@ -109,7 +109,7 @@ def build_streaming(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeM
     if options.watch_model_pattern:
         watch = ModelWatch(pattern=options.watch_model_pattern, interval_secs=options.watch_model_interval_secs,
                            since=time.time())
-    in_one_process = _runner_name(p.options) in ("", *DIRECT_RUNNERS)  # the streaming DirectRunner: this one
+    in_one_process = _runner_name(p.options) in DIRECT_RUNNERS  # streaming there runs in this process
     handler = handler or DeepGazeModelHandler(model_info, max_batch_size=options.batch_size,
                                               max_batch_duration_secs=options.max_batch_duration_secs,
                                               watch=watch, share_across_processes=not in_one_process)

@@ -153,15 +153,16 @@ class _FirstDeliveryFn(beam.DoFn):
     def process(self, keyed, timestamp=beam.DoFn.TimestampParam, seen=beam.DoFn.StateParam(SEEN),
                 forget=beam.DoFn.TimerParam(FORGET)):
         _, file = keyed
+        key = identity(file)
         expiries: dict[FileIdentity, int] = seen.read() or {}
-        if identity(file) in expiries:
+        if key in expiries:
             self._duplicates.inc()
             _LOGGER.info("Dropping a second delivery of %s", file.uri)
             return
         expire_ms = max(timestamp.micros, Timestamp.now().micros) // 1000 + 1 + self._remember_ms
         if not expiries:  # otherwise the timer is set (an entry may be dropped a little late: harmless)
             forget.set(Timestamp(micros=expire_ms * 1000))
-        expiries[identity(file)] = expire_ms
+        expiries[key] = expire_ms
         seen.write(expiries)
         yield file
 
