@@ -75,7 +75,7 @@ class GazeCrop(beam.PTransform):
 
     def expand(self, pbegin):
         matched, match_errors = pbegin | "MatchImages" >> MatchImages(
-            patterns=self._patterns, listed_uris=self._listed_uris)
+            patterns=self._patterns, listed_uris=self._listed_uris, output_root=self._output.root)
         kept_rows, kept_errors, skipped = [], [], []
         if self._incremental:
             matched, old_rows, old_errors, done = matched | "SkipUnchanged" >> SkipUnchanged(

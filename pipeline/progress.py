@@ -21,7 +21,8 @@ import threading
 import time
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
+
+from transforms.read import files_of, input_specs
 
 # Runners whose workers run on this machine.
 LOCAL_RUNNERS = ("fnapirunner", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner",
@@ -55,11 +56,16 @@ class Tick(beam.PTransform):
         return done | "Tick" >> beam.ParDo(_TickFn(self._path))
 
 
-def count_inputs(patterns: list[str], listed_uris: list[str]) -> int:
-    """How many distinct files the patterns and the listed URIs name (the bar's total)."""
-    paths = set(listed_uris)
-    for result in FileSystems.match(list(patterns)):
-        paths.update(m.path for m in result.metadata_list if not m.path.endswith("/"))
+def count_inputs(patterns: list[str], listed_uris: list[str], output_root: str) -> int:
+    """How many distinct files the patterns and the listed URIs name (the bar's total), matched as the
+    read stage matches them (`transforms.read.files_of`); a listed URI that names no file counts once
+    (it becomes an error row)."""
+    paths = set()
+    for spec in input_specs(patterns, listed_uris):
+        try:
+            paths.update(m.path for m in files_of(spec, output_root))
+        except (FileNotFoundError, ValueError):
+            paths.add(spec.uri)
     return len(paths)
 
 

@@ -29,7 +29,7 @@ from pipeline.progress import LOCAL_RUNNERS, ProgressBar, count_inputs
 from transforms.crop import read_focus_table
 from transforms.inference import DeepGazeModelHandler, describe_model
 from transforms.metadata import read_table, table_path
-from transforms.read import absolute_uri, read_input_list
+from transforms.read import read_input_list
 from transforms.select import rekey_focus_table
 from transforms.write import join
 
@@ -145,7 +145,7 @@ def progress_bar(options: RunOptions, pipeline_options: PipelineOptions):
     if not shows_progress(options, pipeline_options):
         return contextlib.nullcontext()
     listed = read_input_list(options.input_list) if options.input_list else []
-    total = count_inputs([absolute_uri(p) for p in options.inputs], [absolute_uri(u) for u in listed])
+    total = count_inputs(list(options.inputs), listed, options.output_config().root)
     return ProgressBar(total)
 
 

@@ -128,7 +128,8 @@ def build_streaming(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeM
             matched = (matched, listed) | "NotifiedAndListed" >> beam.Flatten()
             input_errors.append(list_errors)
     else:
-        matched = ([p | f"MatchNewFiles{i}" >> MatchNewFiles(pattern=pattern, interval=options.poll_interval_secs)
+        matched = ([p | f"MatchNewFiles{i}" >> MatchNewFiles(pattern=pattern, interval=options.poll_interval_secs,
+                                                                   output_root=root)
                     for i, pattern in enumerate(options.inputs)]
                    | "AllMatched" >> beam.Flatten())
     matched = (matched
@@ -174,7 +175,8 @@ class CatchUp(beam.PTransform):
             # Listed now: the element's time is the listing's (a notification's is its publish time).
             return [beam.window.TimestampedValue(file, time.time())]
 
-        files, errors = pbegin | "List" >> MatchImages(patterns=[self._prefix.rstrip("/") + "/**"])
+        files, errors = pbegin | "List" >> MatchImages(patterns=[self._prefix.rstrip("/") + "/**"],
+                                                   output_root=self._outputs.rstrip("/"))
         return files | "InputsOnly" >> beam.FlatMap(inputs_only), errors
 
 

@@ -49,6 +49,13 @@ def run_gazecrop(argv: list[str]):
     return run(argv)
 
 
+def crop_name(source_uri, relpath: str, extension: str = "jpg") -> str:
+    """The crop file name (under ROOT/crops/<ratio>/) of the source at `source_uri`, named `relpath`
+    relative to its input root (`transforms.paths.output_relpath`)."""
+    from transforms.paths import output_relpath
+    return f"{output_relpath(str(source_uri), relpath)}.{extension}"
+
+
 def read_tables(root) -> tuple[list[dict], list[dict]]:
     from transforms.metadata import read_table
     return read_table(str(root), "metadata").to_pylist(), read_table(str(root), "errors").to_pylist()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_accounted, read_tables, run_gazecrop
+from conftest import assert_accounted, crop_name, read_tables, run_gazecrop
 
 pytestmark = pytest.mark.flink
 
@@ -143,4 +143,4 @@ def test_streaming_file_drops_and_a_model_swap_on_flink(fixtures_dir, tmp_path, 
     errors = [row for path in (out / "errors").glob("stream-*.parquet") for row in pq.read_table(path).to_pylist()]
     assert rows() == {"first.png": tiny_info.version, "second.png": load_model(swapped[0]).version}, errors
     assert summary.from_tables and summary.counters["images_cropped"] == 2
-    assert (out / "crops" / "1x1" / "second.png.jpg").is_file()
+    assert (out / "crops" / "1x1" / crop_name(drop / "second.png", "second.png")).is_file()

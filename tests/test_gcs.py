@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import read_tables, run_gazecrop
+from conftest import crop_name, read_tables, run_gazecrop
 from servers import MetadataStub
 
 pytestmark = pytest.mark.gcs
@@ -35,8 +35,10 @@ def _check_run(root: str, inputs: list[str]) -> None:
     assert len(metadata) == 2 * 2
     portrait = [r for r in metadata if r["source_uri"].endswith("Portrait_6.jpg")]
     assert {(r["source_width"], r["source_height"]) for r in portrait} == {(1200, 1800)}
-    assert {r["output_uri"] for r in metadata} >= {f"{root}/crops/1x1/exif/Portrait_6.jpg.jpg",
-                                                     f"{root}/crops/16x9/kodak/kodim03.png.jpg"}
+    sources = {r["source_uri"].split("/in/", 1)[1]: r["source_uri"] for r in metadata}  # relpath: URI
+    assert {r["output_uri"] for r in metadata} >= {
+        f"{root}/crops/1x1/{crop_name(sources['exif/Portrait_6.jpg'], 'exif/Portrait_6.jpg')}",
+        f"{root}/crops/16x9/{crop_name(sources['kodak/kodim03.png'], 'kodak/kodim03.png')}"}
     for row in metadata:
         with FileSystems.open(row["output_uri"]) as f:
             crop = cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_COLOR)

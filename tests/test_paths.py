@@ -12,6 +12,7 @@ names longer than a file system allows, case-only differences):
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import re
@@ -22,7 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from transforms.paths import (
-    MAX_RELPATH_BYTES, MAX_SEGMENT_BYTES, check_relpath, collision_key, output_relpaths, safe_relpath)
+    MAX_RELPATH_BYTES, MAX_SEGMENT_BYTES, check_relpath, is_run_output, output_relpath, safe_relpath)
+
+
+def collision_key(relpath: str) -> str:
+    """Two output relpaths with the same key are one file on a case-insensitive, normalising store."""
+    return unicodedata.normalize("NFC", relpath.casefold())
 
 # Deterministic (CI reruns the same examples), no example database, no per-example deadline.
 PROPERTY = settings(derandomize=True, max_examples=400, deadline=None, database=None,
@@ -151,31 +157,33 @@ ROOTS = ["gs://b/", "gs://c/", "/in/", "/in//"]
 
 @PROPERTY
 @given(st.lists(st.tuples(st.sampled_from(ROOTS), NAMES, st.integers(0, 4)), max_size=8))
-def test_a_run_never_gives_two_sources_one_output_even_on_a_case_insensitive_store(drawn):
-    files = [(root, variant) for root, name, n in drawn for variant in _variants(name)[:n + 1]]
-    pairs = [(root + name, name) for root, name in files]
-    names = output_relpaths(pairs)
-    assert set(names) == {uri for uri, _ in pairs}
+def test_sources_never_share_an_output_even_on_a_case_insensitive_store(drawn):
+    files = {(root + variant, variant) for root, name, n in drawn for variant in _variants(name)[:n + 1]}
+    names = {uri: output_relpath(uri, name) for uri, name in files}
     keys = [collision_key(n) for n in names.values()]
     assert len(set(keys)) == len(keys)
-    for uri, out in names.items():
+    for out in names.values():
         check_relpath(out)
-    # Each collision group alone gives the same names (the read stage names groups after a GroupByKey).
-    groups = {}
-    for uri, name in pairs:
-        groups.setdefault(collision_key(safe_relpath(name)), []).append((uri, name))
-    for group in groups.values():
-        for uri, out in output_relpaths(group).items():
-            assert names[uri] == out
 
 
-def test_only_colliding_names_get_a_suffix():
-    names = output_relpaths([("/a/Photo.jpg", "Photo.jpg"), ("/a/photo.jpg", "photo.jpg"),
-                             ("/a/x.jpg", "x.jpg"), ("/b/x.jpg", "x.jpg"), ("/a/y.jpg", "y.jpg")])
-    assert names["/a/y.jpg"] == "y.jpg"
-    for uri in ("/a/Photo.jpg", "/a/photo.jpg", "/a/x.jpg", "/b/x.jpg"):
-        assert re.fullmatch(r"[^/]+\.jpg%=[0-9a-f]{16}", names[uri]), names[uri]
-    assert names["/a/Photo.jpg"].startswith("Photo.jpg%=")  # case is kept
+def test_every_name_carries_a_hash_of_its_source_and_nothing_else():
+    """The name is a function of the source alone: the same relpath under two roots (or in two runs that
+    each match only one of them) gives two names, the same source always the same name."""
+    digest = hashlib.sha256(b"/a/y.jpg").hexdigest()[:16]
+    assert output_relpath("/a/y.jpg", "y.jpg") == f"y.jpg%={digest}"
+    assert output_relpath("/a/x.jpg", "x.jpg") != output_relpath("/b/x.jpg", "x.jpg")
+    assert output_relpath("/a/Photo.jpg", "sub/Photo.jpg").startswith("sub/Photo.jpg%=")  # case, folders kept
+    assert re.fullmatch(r"br%5B1%5D\.png%=[0-9a-f]{16}", output_relpath("/a/br[1].png", "br[1].png"))
+
+
+def test_run_outputs_are_the_folders_and_underscore_names_at_the_top_of_the_root():
+    assert is_run_output("/p/out/crops/1x1/a.jpg", "/p/out")
+    assert is_run_output("/p/out/metadata/metadata-00000-of-00001.parquet", "/p/out/")
+    assert is_run_output("gs://b/o/_gazecrop.lock", "gs://b/o")
+    assert is_run_output("/p/out/report.html", "/p/out")
+    assert not is_run_output("/p/out/demo-inputs/a.png", "/p/out")
+    assert not is_run_output("/p/outside/crops/a.jpg", "/p/out")
+    assert not is_run_output("/p/photos/crops/a.jpg", "/p/out")
 
 
 # --- the pipeline over hostile local names ---------------------------------------------------------

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import read_tables, run_gazecrop
+from conftest import crop_name, read_tables, run_gazecrop
 from pipeline.cli import main as cli_main
 from pipeline.options import parse
 
@@ -74,8 +74,9 @@ def test_rerun_writes_identical_files_and_rows(fixtures_dir, tmp_path):
     rows_second, errors_second = read_tables(tmp_path / "out")
     assert first == second
     assert len(first) == 3 * 4 + 3  # crops of 3 images x 4 ratios, 3 saliency maps
-    assert (tmp_path / "out" / "crops" / "1x1" / "x" / "Landscape_6.jpg.jpg").exists()
-    assert (tmp_path / "out" / "crops" / "1x1" / "kodim23.png.png").exists()  # "source": PNG stays PNG
+    crops = tmp_path / "out" / "crops" / "1x1"
+    assert (crops / crop_name(inputs / "x" / "Landscape_6.jpg", "x/Landscape_6.jpg")).exists()
+    assert (crops / crop_name(inputs / "kodim23.png", "kodim23.png", "png")).exists()  # "source": PNG stays PNG
 
     def stable(rows):
         return sorted(tuple(sorted((k, v) for k, v in r.items() if k != "processed_at")) for r in rows)
@@ -92,8 +93,9 @@ def test_input_list_and_missing_entries(fixtures_dir, tmp_path, capsys):
                      "--aspect_ratios", "1:1", "--runner=FnApiRunner"])
     assert code == 0
     metadata, errors = read_tables(tmp_path / "out")
-    assert sorted(r["output_uri"].split("/crops/1x1/")[1] for r in metadata) == \
-        ["kodak/kodim01.png.jpg", "skimage/astronaut.png.jpg"]  # relative to the common directory
+    assert sorted(r["output_uri"].split("/crops/1x1/")[1] for r in metadata) == [  # relative to the common directory
+        crop_name(fixtures_dir / "kodak" / "kodim01.png", "kodak/kodim01.png"),
+        crop_name(fixtures_dir / "skimage" / "astronaut.png", "skimage/astronaut.png")]
     assert [(e["stage"], e["error_type"]) for e in errors] == [("read", "FileNotFoundError")]
     assert "failed at read: FileNotFoundError x 1" in capsys.readouterr().out
 
@@ -112,6 +114,6 @@ def test_size_guard_format_and_output_side_options(fixtures_dir, tmp_path):
     assert summary.failed == {("decode", "ImageTooLargeError"): 2} and summary.cropped == 1
     metadata, _ = read_tables(tmp_path)
     (row,) = metadata
-    assert row["output_uri"].endswith("/crops/16x9/camera.png.webp")
+    assert row["output_uri"].endswith("/crops/16x9/" + crop_name(row["source_uri"], "camera.png", "webp"))
     assert (row["output_width"], row["output_height"]) == (256, 144)
     assert (row["crop_width"], row["crop_height"]) == (512, 288)

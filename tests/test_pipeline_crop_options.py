@@ -10,6 +10,7 @@ import cv2
 import pytest
 
 from conftest import assert_accounted, read_tables, run_gazecrop
+from transforms.paths import output_relpath
 from transforms.write import relpath_of_output
 
 RATIOS = ["1:1", "16:9", "9:16", "4:5"]
@@ -66,7 +67,7 @@ def test_candidates_give_ranked_distinct_crops(ranked_run, capsys):
         boxes = [(r["crop_x"], r["crop_y"], r["crop_width"], r["crop_height"]) for r in rows]
         assert len(set(boxes)) == len(boxes), (uri, ratio, boxes)                # distinct boxes
         for row in rows:
-            relpath = uri.rsplit("/", 1)[1]
+            relpath = output_relpath(uri, uri.rsplit("/", 1)[1])
             name = relpath if row["rank"] == 0 else f"{relpath}.rank{row['rank']}"
             assert row["output_uri"] == str(root / "crops" / ratio.replace(":", "x") / f"{name}.jpg")
             assert relpath_of_output(str(root), row["output_uri"], row["rank"]) == relpath

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import assert_accounted, read_tables, run_gazecrop
+from conftest import assert_accounted, crop_name, read_tables, run_gazecrop
 
 RATIOS = ["1:1", "16:9", "9:16", "4:5"]
 # Files of corrupt/ that no decoder should accept (data/README.md): they must end as decode errors.
@@ -101,4 +101,4 @@ def test_exif_rotated_inputs_give_upright_crops(fixture_run, fixtures_dir):
 def test_relative_layout_mirrors_the_input_tree(fixture_run, fixtures_dir):
     root, _, metadata, _, _ = fixture_run
     row = next(r for r in metadata if r["source_uri"].endswith("kodak/kodim01.png") and r["aspect_ratio"] == "4:5")
-    assert row["output_uri"] == str(root / "crops" / "4x5" / "kodak" / "kodim01.png.jpg")
+    assert row["output_uri"] == str(root / "crops" / "4x5" / crop_name(row["source_uri"], "kodak/kodim01.png"))

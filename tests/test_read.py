@@ -7,6 +7,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from transforms.paths import output_relpath
 from transforms.read import ReadImages, common_root, pattern_root, read_input_list, relative_path
 
 
@@ -40,6 +41,11 @@ def _uri_and_relpath(source):
     return source.uri, source.relpath, len(source.data)
 
 
+def _named(path, relpath: str, size: int):
+    """What `_uri_and_relpath` gives for the file at `path` named `relpath` relative to its root."""
+    return str(path), output_relpath(str(path), relpath), size
+
+
 def _uri_stage_type(row):
     return row["source_uri"], row["stage"], row["error_type"]
 
@@ -49,8 +55,8 @@ def test_local_paths_become_absolute(tmp_path, monkeypatch):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f.jpg").write_bytes(b"x")
     with TestPipeline(runner="FnApiRunner") as p:
-        sources, _ = p | ReadImages(patterns=["d/*.jpg", "./d/f.jpg"])
-        assert_that(sources | beam.Map(_uri_and_relpath), equal_to([(str(tmp_path / "d" / "f.jpg"), "f.jpg", 1)]))
+        sources, _ = p | ReadImages(patterns=["d/*.jpg", "./d/f.jpg"], output_root=str(tmp_path / "out"))
+        assert_that(sources | beam.Map(_uri_and_relpath), equal_to([_named(tmp_path / "d" / "f.jpg", "f.jpg", 1)]))
 
 
 def test_read_images_matches_dedupes_and_reports_missing_files(tmp_path):
@@ -60,10 +66,10 @@ def test_read_images_matches_dedupes_and_reports_missing_files(tmp_path):
     missing = str(tmp_path / "a" / "missing.jpg")
     patterns = [str(tmp_path / "a" / "**"), str(tmp_path / "a" / "*.jpg"), str(tmp_path / "none" / "*.x")]
     with TestPipeline(runner="FnApiRunner") as p:
-        sources, errors = p | ReadImages(patterns=patterns, listed_uris=[missing])
+        sources, errors = p | ReadImages(patterns=patterns, listed_uris=[missing], output_root=str(tmp_path / "out"))
         assert_that(sources | "Sources" >> beam.Map(_uri_and_relpath), equal_to([
-            (str(tmp_path / "a" / "one.jpg"), "one.jpg", 1),
-            (str(tmp_path / "a" / "b" / "two.png"), "b/two.png", 2),
+            _named(tmp_path / "a" / "one.jpg", "one.jpg", 1),
+            _named(tmp_path / "a" / "b" / "two.png", "b/two.png", 2),
         ]), label="EveryFileOnce")
         assert_that(errors | "Errors" >> beam.Map(_uri_stage_type),
                     equal_to([(missing, "read", "FileNotFoundError")]), label="MissingFileIsAnError")
@@ -83,9 +89,10 @@ def test_files_over_max_input_bytes_become_one_read_error_naming_size_and_limit(
     (tmp_path / "small.jpg").write_bytes(b"s" * 50)
     (tmp_path / "big.jpg").write_bytes(b"b" * 500)
     with TestPipeline(runner="FnApiRunner") as p:
-        sources, errors = p | ReadImages(patterns=[str(tmp_path / "*.jpg")], max_input_bytes=100)
+        sources, errors = p | ReadImages(patterns=[str(tmp_path / "*.jpg")], output_root=str(tmp_path / "out"),
+                                         max_input_bytes=100)
         assert_that(sources | "Sources" >> beam.Map(_uri_and_relpath),
-                    equal_to([(str(tmp_path / "small.jpg"), "small.jpg", 50)]), label="SmallIsRead")
+                    equal_to([_named(tmp_path / "small.jpg", "small.jpg", 50)]), label="SmallIsRead")
         assert_that(errors | "Errors" >> beam.Map(lambda r: (r["source_uri"], r["stage"], r["error_type"],
                                                              r["message"])),
                     equal_to([(str(tmp_path / "big.jpg"), "read", "InputTooLargeError",
@@ -127,3 +134,21 @@ def test_max_input_bytes_option():
     assert parse(["--input", "x", "--max_input_bytes", "0"])[0].max_input_bytes == 0
     with pytest.raises(SystemExit):
         parse(["--input", "x", "--max_input_bytes", "-1"])
+
+
+def test_glob_regex_follows_the_documented_rules():
+    from transforms.read import glob_regex
+
+    def matches(pattern, uri):
+        return glob_regex(pattern).fullmatch(uri) is not None
+    assert matches("/d/*.png", "/d/back\\slash.png")  # a backslash is a character, not an escape
+    assert not matches("/d/*.png", "/d/sub/a.png")  # `*` stays within a folder
+    assert matches("/d/**/*.png", "/d/a.png") and matches("/d/**/*.png", "/d/x/y/a.png")  # `**/`: 0+ folders
+    assert matches("/d/**", "/d/x/y/a.png")
+    assert matches("/d/q?.png", "/d/qz.png") and matches("/d/q?.png", "/d/q?.png")
+    assert not matches("/d/q?.png", "/d/q/.png")
+    assert matches("/d/br[[]1].png", "/d/br[1].png") and not matches("/d/br[[]1].png", "/d/b1.png")
+    assert matches("/d/x[0-9].jpg", "/d/x7.jpg") and not matches("/d/x[!0-9].jpg", "/d/x7.jpg")
+    assert matches("/d/br[1.png", "/d/br[1.png")  # an unclosed `[` is itself
+    assert matches("/d/a+b(1).png", "/d/a+b(1).png")  # regular-expression characters are themselves
+    assert matches("/d/new*", "/d/new\nline")

@@ -11,6 +11,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA
+from transforms.paths import output_relpath
 from transforms.read import MatchedFile
 from transforms.recorded import FirstDelivery, SkipRecorded, load_recorded
 
@@ -137,7 +138,8 @@ def test_catch_up_lists_the_prefix_but_not_the_jobs_own_outputs(tmp_path):
     with TestPipeline() as p:
         files, errors = p | CatchUp(prefix=f"{tmp_path}/", output_root=str(tmp_path / "out"))
         assert_that(files | beam.Map(lambda f: (f.uri, f.relpath)),
-                    equal_to([(f"{tmp_path}/a.jpg", "a.jpg"), (f"{tmp_path}/sub/b.png", "sub/b.png")]))
+                    equal_to([(f"{tmp_path}/a.jpg", output_relpath(f"{tmp_path}/a.jpg", "a.jpg")),
+                              (f"{tmp_path}/sub/b.png", output_relpath(f"{tmp_path}/sub/b.png", "sub/b.png"))]))
         assert_that(errors, equal_to([]), label="NoErrors")
 
 

@@ -16,7 +16,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import crop_name
 from streamload import main as streamload, notification, object_notification
+from transforms.paths import output_relpath
 from transforms.stream import (MalformedNotificationError, notification_to_file, parse_notification)
 
 PROJECT = "gazecrop-test"
@@ -38,7 +40,7 @@ def test_notification_becomes_a_named_matched_file():
     matched = notification_to_file(parse_notification(data, attributes), input_prefix="gs://b/in/",
                                    output_root="gs://b/out")
     assert matched.uri == "gs://b/in/kodak/kodim01.png"
-    assert matched.relpath == "kodak/kodim01.png"
+    assert matched.relpath == output_relpath("gs://b/in/kodak/kodim01.png", "kodak/kodim01.png")
     assert matched.size_in_bytes == 1234
     expected = datetime.datetime(2026, 11, 27, 17, 30, 0, 123000, tzinfo=datetime.timezone.utc)
     assert matched.modified_us == round(expected.timestamp() * 1_000_000)
@@ -166,8 +168,9 @@ def test_streaming_gcs_notifications(gcs_server, pubsub_server, fixtures_dir, tm
     keys = sorted((r["source_uri"], r["aspect_ratio"]) for r in metadata)
     assert keys == sorted((f"{gcs_server}/{name}", ratio) for name in images for ratio in ("1:1", "16:9"))
     assert {r["model_version"] for r in metadata} == {tiny_info.version}
-    assert {r["output_uri"] for r in metadata} >= {f"{root}/crops/1x1/kodak/kodim03.png.jpg",
-                                                     f"{root}/crops/16x9/exif/Portrait_6.jpg.jpg"}
+    assert {r["output_uri"] for r in metadata} >= {
+        f"{root}/crops/1x1/{crop_name(f'{gcs_server}/in/kodak/kodim03.png', 'kodak/kodim03.png')}",
+        f"{root}/crops/16x9/{crop_name(f'{gcs_server}/in/exif/Portrait_6.jpg', 'exif/Portrait_6.jpg')}"}
     for row in metadata:
         assert (root / row["output_uri"][len(str(root)) + 1:]).is_file()
     portrait = {(r["source_width"], r["source_height"]) for r in metadata if "Portrait_6" in r["source_uri"]}

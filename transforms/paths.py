@@ -31,15 +31,17 @@ output name is made from it here, and only here:
 `%~` never comes from escaping (an input `%` is always `%25`), so a shortened name cannot equal another
 input's name.
 
-Run-level collisions, decided in `output_relpaths` over all the files of a run:
-  * two sources with the same relpath (two `--input` patterns with different roots, both with `x.jpg`),
-    or whose names differ only by Unicode normalisation (NFC vs NFD `é`);
-  * names that differ only in case, which collide on case-insensitive stores (a macOS or Windows
-    folder, some mounted buckets). gs:// and s3:// are case-sensitive, but the same run may be copied to
-    a laptop: case is kept, and every file of a group of names equal after Unicode case folding gets
-    `%=<16 hex>` (a SHA-256 prefix of its source URI) after its name. Names that do not collide are
-    unchanged, so the usual catalog keeps its readable names; a group's names depend only on the
-    group's URIs, so a rerun over the same inputs gives the same names.
+`output_relpath(source_uri, relpath)` is the name a source's outputs get: `safe_relpath(relpath)` with
+`%=<16 hex>` (a SHA-256 prefix of the source URI) after its file name, e.g. `shoes/1234.jpg%=3fa9c1d27b06e4a5`.
+The name is a function of the source alone, never of what else a run matched, so
+
+  * two sources never share an output name, in one run or across runs: the same relpath under two
+    input roots (`xa/a.png`, `xb/a.png`), names equal but for Unicode normalisation (NFC and NFD `é`),
+    and names that differ only in case (they would be one file on a case-insensitive store: a macOS or
+    Windows folder, some mounted buckets; the hash part makes them differ after case folding too);
+  * a rerun over the same source, whatever else it matches, writes the same names (what `--incremental`
+    relies on);
+  * the readable part still says which file it is (case and folders kept).
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable
 
 # Longest output path segment, in UTF-8 bytes. File systems allow 255; the writer appends up to
 # `.rank<k>.webp` and, for the temporary file, `.<32 hex>.tmp` (37 bytes): 180 leaves room for all.
@@ -135,36 +136,29 @@ def safe_relpath(relpath: str) -> str:
     return joined
 
 
-def _disambiguated(relpath: str, source_uri: str) -> str:
-    folder, _, name = relpath.rpartition("/")
+def output_relpath(source_uri: str, relpath: str) -> str:
+    """The output relpath of the source at `source_uri` whose path relative to its input root is
+    `relpath`: `safe_relpath(relpath)` with `%=<hash of the URI>` after the file name (module docstring).
+    Distinct URIs give names that differ even after case folding."""
+    folder, _, name = safe_relpath(relpath).rpartition("/")
     name = _shorten(name + "%=" + _hash(source_uri))
     return f"{folder}/{name}" if folder else name
 
 
-def collision_key(relpath: str) -> str:
-    """Two output relpaths with the same key are the same file on a case-insensitive store (Unicode
-    full case folding, then NFC)."""
-    return unicodedata.normalize("NFC", relpath.casefold())
+# What a run writes at the top of its output root: the crop and saliency folders, the two tables, the
+# report, and `_`-names (the run lock, the tables' staging folders). None of it is ever an input, even
+# when an input pattern covers the output root (`--input 'photos/**' --output photos/out`).
+ROOT_OUTPUTS = frozenset({"crops", "saliency", "metadata", "errors", "report.html"})
 
 
-def output_relpaths(files: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """`{source URI: output relpath}` for `(source URI, relpath)` pairs: `safe_relpath`, plus `%=<hash of
-    the URI>` for every file of a group whose names collide (same `collision_key`).
-
-    Applying it to each group of files sharing a `collision_key(safe_relpath(...))` gives the same
-    result as applying it to all of them (that is how the read stage uses it, after a GroupByKey).
-    """
-    safe = {}
-    for uri, relpath in files:
-        safe.setdefault(uri, safe_relpath(relpath))
-    groups: dict[str, list[str]] = {}
-    for uri, relpath in safe.items():
-        groups.setdefault(collision_key(relpath), []).append(uri)
-    out = {}
-    for uris in groups.values():
-        for uri in uris:
-            out[uri] = safe[uri] if len(uris) == 1 else _disambiguated(safe[uri], uri)
-    return out
+def is_run_output(uri: str, root: str) -> bool:
+    """Whether `uri` is something gazecrop writes under the output `root` (`ROOT_OUTPUTS`, `_*`); both
+    absolute (a scheme, or an absolute local path)."""
+    prefix = root.rstrip("/") + "/"
+    if not uri.startswith(prefix):
+        return False
+    top = uri[len(prefix):].split("/", 1)[0]
+    return top in ROOT_OUTPUTS or top.startswith("_")
 
 
 def check_relpath(relpath: str) -> str:

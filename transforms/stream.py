@@ -57,8 +57,8 @@ import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.transforms import window
 
-from transforms.paths import safe_relpath
-from transforms.read import MatchedFile, absolute_uri, pattern_root, relative_path
+from transforms.paths import is_run_output, output_relpath
+from transforms.read import MatchedFile, absolute_uri, glob_regex, pattern_root, relative_path
 from transforms.records import error_row, seconds_to_epoch_us, to_epoch_us
 from transforms.write import join
 
@@ -169,7 +169,7 @@ def notification_to_file(notification: Notification, *, input_prefix: str | None
     if uri.startswith(output_root.rstrip("/") + "/"):
         return None
     relpath = uri[len(input_prefix):] if input_prefix else f"{notification.bucket}/{notification.name}"
-    return MatchedFile(uri=uri, relpath=safe_relpath(relpath), size_in_bytes=notification.size_in_bytes,
+    return MatchedFile(uri=uri, relpath=output_relpath(uri, relpath), size_in_bytes=notification.size_in_bytes,
                        modified_us=notification.modified_us)
 
 
@@ -241,19 +241,22 @@ class ReadNotifications(beam.PTransform):
 
 def matched_file(metadata, root: str) -> MatchedFile:
     """A FileMetadata of MatchContinuously as a MatchedFile named relative to `root`."""
-    return MatchedFile(uri=metadata.path, relpath=safe_relpath(relative_path(metadata.path, [root])),
+    return MatchedFile(uri=metadata.path, relpath=output_relpath(metadata.path, relative_path(metadata.path, [root])),
                        size_in_bytes=metadata.size_in_bytes,
                        modified_us=seconds_to_epoch_us(metadata.last_updated_in_seconds))
 
 
 class MatchNewFiles(beam.PTransform):
-    """Files appearing under a glob (`fileio.MatchContinuously`, polled every `interval` seconds), each
-    once. Returns matched files (no error rows: a poll that fails is retried by the runner)."""
+    """Files appearing under a glob (`fileio.MatchContinuously` lists the pattern's root every `interval`
+    seconds; names are matched by `transforms.read.glob_regex`, as in batch runs), each once, leaving
+    out what the run writes under `output_root`. Returns matched files (no error rows: a poll that
+    fails is retried by the runner)."""
 
-    def __init__(self, *, pattern: str, interval: float):
+    def __init__(self, *, pattern: str, interval: float, output_root: str):
         super().__init__()
         self._pattern = absolute_uri(pattern)
         self._interval = interval
+        self._output_root = absolute_uri(output_root)
 
     def expand(self, pbegin):
         seen = _counter("inputs_seen")
@@ -262,10 +265,13 @@ class MatchNewFiles(beam.PTransform):
             seen.inc()
             return metadata
 
+        regex, output_root = glob_regex(self._pattern), self._output_root
         return (
             pbegin
-            | "MatchContinuously" >> fileio.MatchContinuously(self._pattern, interval=self._interval)
-            | "Files" >> beam.Filter(lambda m: not m.path.endswith("/"))
+            | "MatchContinuously" >> fileio.MatchContinuously(pattern_root(self._pattern) + "**",
+                                                                 interval=self._interval)
+            | "Files" >> beam.Filter(lambda m: regex.fullmatch(m.path) is not None
+                                     and not is_run_output(m.path, output_root))
             | "Count" >> beam.Map(counted)
             | "Name" >> beam.Map(matched_file, pattern_root(self._pattern)))
 
