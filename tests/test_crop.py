@@ -41,7 +41,8 @@ def test_parse_aspect_ratios():
 
 
 @pytest.mark.parametrize("text", ["", " , ", "16/9", "0:1", "1:0", "1.91:1", "a:b", "16:9:1",
-                                  "-1:1", "1:1,2:2", "16:9,"])
+                                  "-1:1", "1:1,2:2", "16:9,", "10001:10000", "101:1", "1:101",
+                                  "9223372036854775807:1", ",".join(f"{w}:{w + 1}" for w in range(1, 18))])
 def test_parse_aspect_ratios_rejects(text):
     with pytest.raises(ValueError):
         parse_aspect_ratios(text)

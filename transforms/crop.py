@@ -40,17 +40,34 @@ DEFAULT_ASPECT_RATIOS: tuple[Ratio, ...] = ((1, 1), (16, 9), (9, 16), (4, 5))
 
 _RATIO_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
+# Limits of --aspect_ratios. A term up to 10000 writes any ratio to four digits (1.91:1 as 191:100,
+# 1.618:1 as 1618:1000); a ratio past 100:1 (or 1:100) leaves a strip a few pixels wide of an ordinary
+# photo; every ratio is one more crop file per image, so a list is at most 16 long.
+MAX_RATIO_TERM = 10_000
+MAX_RATIO_SPREAD = 100
+MAX_ASPECT_RATIOS = 16
+
 
 # ----------------------------------------------------------------------------------------------
 # Aspect ratios
 # ----------------------------------------------------------------------------------------------
 
+def ratio_problem(a: int, b: int) -> Optional[str]:
+    """Why ``a:b`` is not an aspect ratio gazecrop crops to, or None: both terms whole numbers in
+    ``1..MAX_RATIO_TERM``, the ratio within ``1:MAX_RATIO_SPREAD .. MAX_RATIO_SPREAD:1``."""
+    if not (1 <= a <= MAX_RATIO_TERM and 1 <= b <= MAX_RATIO_TERM):
+        return f"both terms must be whole numbers 1..{MAX_RATIO_TERM}"
+    if a > MAX_RATIO_SPREAD * b or b > MAX_RATIO_SPREAD * a:
+        return f"the ratio must be within 1:{MAX_RATIO_SPREAD}..{MAX_RATIO_SPREAD}:1"
+    return None
+
+
 def parse_aspect_ratios(text: Union[str, Sequence[str]]) -> tuple[Ratio, ...]:
     """Parses ``"1:1,16:9,9:16,4:5"`` into ``((1, 1), (16, 9), (9, 16), (4, 5))``.
 
-    Each ratio is two positive whole numbers ``W:H``; a list of such strings is accepted too. Raises
-    ``ValueError`` naming the bad part for anything else (empty text, ``16/9``, ``0:1``, ``1.91:1``,
-    the same ratio twice).
+    Each ratio is two whole numbers ``W:H`` (``ratio_problem`` gives their range); a list of such
+    strings is accepted too, at most ``MAX_ASPECT_RATIOS`` ratios. Raises ``ValueError`` naming the bad
+    part for anything else (empty text, ``16/9``, ``0:1``, ``1.91:1``, ``1000:1``, the same ratio twice).
     """
     if isinstance(text, str):
         parts = text.split(",")
@@ -67,9 +84,9 @@ def parse_aspect_ratios(text: Union[str, Sequence[str]]) -> tuple[Ratio, ...]:
                 f"Bad aspect ratio {part.strip()!r}: expected two whole numbers WIDTH:HEIGHT such as "
                 f"16:9 (write 1.91:1 as 191:100). Received: {text!r}")
         a, b = int(match.group(1)), int(match.group(2))
-        if a <= 0 or b <= 0:
-            raise ValueError(f"Bad aspect ratio {part.strip()!r}: both sides must be positive. "
-                             f"Received: {text!r}")
+        problem = ratio_problem(a, b)
+        if problem:
+            raise ValueError(f"Bad aspect ratio {part.strip()!r}: {problem}. Received: {text!r}")
         g = math.gcd(a, b)
         reduced = (a // g, b // g)
         if reduced in seen:
@@ -77,6 +94,9 @@ def parse_aspect_ratios(text: Union[str, Sequence[str]]) -> tuple[Ratio, ...]:
                              f"Received: {text!r}")
         seen[reduced] = part.strip()
         ratios.append((a, b))
+    if len(ratios) > MAX_ASPECT_RATIOS:
+        raise ValueError(f"{len(ratios)} aspect ratios: at most {MAX_ASPECT_RATIOS} (each is one more crop "
+                         f"file per image). Received: {text!r}")
     return tuple(ratios)
 
 
@@ -160,9 +180,10 @@ class CropConfig:
         if isinstance(ratios, str):
             ratios = parse_aspect_ratios(ratios)
         ratios = tuple((int(a), int(b)) for a, b in ratios)
-        if not ratios or any(a <= 0 or b <= 0 for a, b in ratios):
-            raise ValueError(f"aspect_ratios must be positive (w, h) pairs. Received: "
-                             f"aspect_ratios={self.aspect_ratios!r}")
+        problems = [ratio_problem(a, b) for a, b in ratios]
+        if not ratios or any(problems):
+            raise ValueError(f"aspect_ratios must be (w, h) pairs: {next(filter(None, problems), 'none given')}. "
+                             f"Received: aspect_ratios={self.aspect_ratios!r}")
         object.__setattr__(self, "aspect_ratios", ratios)
         if not 0.0 < self.min_scale <= 1.0:
             raise ValueError(f"min_scale must be in (0, 1]. Received: min_scale={self.min_scale!r}")
