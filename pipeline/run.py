@@ -26,11 +26,11 @@ from pipeline.compose import GazeCrop
 from pipeline.demo import write_demo_images
 from pipeline.options import RunOptions, parse
 from pipeline.progress import LOCAL_RUNNERS, ProgressBar, count_inputs
-from transforms.crop import read_focus_table
+from transforms.crop import FocusTableError, read_focus_rows
 from transforms.inference import DeepGazeModelHandler, describe_model
 from transforms.metadata import read_table, table_path
-from transforms.read import absolute_uri, read_input_list
-from transforms.select import rekey_focus_table
+from transforms.read import absolute_uri, input_roots, read_input_list
+from transforms.select import FocusTable, resolve_focus_table
 from transforms.write import join
 
 _LOGGER = logging.getLogger(__name__)
@@ -69,13 +69,30 @@ def summarize(root: str) -> Summary:
     return Summary(read=cropped + len(errors), cropped=cropped, crops=len(metadata), failed=dict(failed))
 
 
+def job_input_roots(options: RunOptions, listed: list[str]) -> list[str]:
+    """The input roots that outputs and relative --focus keys are named from: the patterns' and the
+    listed URIs' (absolute, as `MatchImages` makes them); streaming from a subscription: the
+    --input_prefix, else `gs://` (a notified object is named `<bucket>/<object>`)."""
+    if options.input_subscription:
+        return [options.input_prefix or "gs://"]
+    return input_roots([absolute_uri(p) for p in options.inputs], [absolute_uri(u) for u in listed])
+
+
+def focus_table(options: RunOptions, listed: list[str]) -> FocusTable:
+    """The --focus table keyed by source URI (empty without --focus); raises `FocusTableError` naming the
+    file and row of a bad table, before any work."""
+    if not options.focus:
+        return FocusTable()
+    return resolve_focus_table(read_focus_rows(options.focus), job_input_roots(options, listed))
+
+
 def build(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeModelHandler | None = None,
           progress_path: str | None = None):
-    """Apply the job to `p`; loads the model once here to learn its version and input geometry, and
-    reads the --input_list and --focus tables once (they travel with the job)."""
-    model_info = describe_model(options.model)
+    """Apply the job to `p`; reads the --input_list and --focus tables once (they travel with the job),
+    then loads the model once to learn its version and input geometry."""
     listed = read_input_list(options.input_list) if options.input_list else []
-    focus = rekey_focus_table(read_focus_table(options.focus)) if options.focus else {}
+    focus = focus_table(options, listed)
+    model_info = describe_model(options.model)
     crop_config, output = options.crop_config(), options.output_config()
     return p | "GazeCrop" >> GazeCrop(
         patterns=list(options.inputs), listed_uris=listed, model_info=model_info,
@@ -192,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         run(sys.argv[1:] if argv is None else argv)
+    except FocusTableError as exc:  # found before any work: say what to fix, no traceback
+        print(f"gazecrop run: error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # the whole run failed: the traceback for diagnosis, then the plain words last
         _LOGGER.error("the run failed", exc_info=True)
         for line in failure_lines(exc):

@@ -240,6 +240,18 @@ def test_focus_point_and_box_are_contained():
         choose_crops(ld[None], [size], focus=[(1, 2, 3)])
 
 
+def test_a_focus_region_past_the_picture_is_clamped_to_it():
+    ld = np.zeros((24, 32))
+    size = (1024, 768)
+    for focus in [(1e308, 1e308, 1e308, 1e308), (1e308, 1e308), (0, 0, 1e308, 1e308)]:
+        crops = choose_crops(ld[None], [size], focus=[focus])[0]
+        assert len(crops) == 4
+        for c in crops:
+            assert 0 <= c.x and c.x + c.width <= size[0] and 0 <= c.y and c.y + c.height <= size[1]
+            if focus[0] > size[0]:  # the last pixel is kept
+                assert c.x + c.width == size[0] and c.y + c.height == size[1]
+
+
 def test_ranked_candidates():
     ld = _blob(48, 64, 24, 32, 20)
     config = CropConfig(candidates=3, candidate_overlap=0.5)
