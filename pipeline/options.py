@@ -180,7 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gazecrop run", allow_abbrev=False,
         description="Crop images to aspect ratios, keeping what people look at. Options not listed "
-                    "here are Apache Beam pipeline options (--runner, --direct_num_workers, ...).")
+                    "here are Apache Beam pipeline options (--runner, --direct_num_workers, ...).",
+        epilog="exit status: 0 done; 1 the run failed as a whole (the tables are the last finished run's); "
+               "2 usage error (an option, a --focus table), nothing done; 3 --input and --input_list "
+               "name no file, nothing done; 4 more than --max_failure_ratio of the files processed "
+               "failed (both tables written; the summary says so)")
     parser.add_argument("--input", dest="inputs", action="append", default=[], metavar="PATTERN",
                         help="files to crop: a path, a glob (photos/**/*.jpg) or a gs:// or s3:// "
                              "pattern; repeat for several. Outputs keep each file's path relative to "

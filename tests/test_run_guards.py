@@ -1,6 +1,7 @@
-"""`gazecrop run` guards (issue 14, items 8-9), through the real command on real fixture files with the
+"""`gazecrop run` guards (issue 14, items 8-10), through the real command on real fixture files with the
 tiny model: numeric options out of range are refused before any work; a --focus table is resolved to
-source URIs, clamped or refused row by row before any work.
+source URIs, clamped or refused row by row before any work; the exit status says when a run matched
+nothing or when too many of its files failed.
 """
 
 from __future__ import annotations
@@ -167,3 +168,41 @@ def test_a_relative_focus_key_naming_files_under_two_input_roots_is_refused(fixt
     assert f"{focus} row 2: 'a.png' names a file under 2 input roots" in err
     assert f"{tmp_path}/xa/a.png" in err and f"{tmp_path}/xb/a.png" in err
     assert _nothing_written(root)
+
+
+# ----------------------------------------------------------------------------------------------
+# Item 10: the exit status
+# ----------------------------------------------------------------------------------------------
+
+def test_an_input_that_matches_nothing_exits_3_before_any_work(tmp_path, capsys):
+    root = tmp_path / "out"
+    assert main(["--input", f"{tmp_path}/nosuch/*.jpg", "--output", str(root), *TINY]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"gazecrop run: --input {tmp_path}/nosuch/*.jpg matches no file; nothing was done "
+                   "(no table written)"]
+    assert _nothing_written(root)
+
+
+def test_too_many_failures_exit_4_counting_only_the_files_this_run_processed(fixtures_dir, tmp_path, capsys):
+    """A few corrupt uploads pass; a run whose processed files mostly failed exits 4, tables written. With
+    --incremental the ratio is over this run's files, not the unchanged ones it skipped."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("kodim01.png", "kodim02.png", "kodim03.png"):
+        shutil.copy(fixtures_dir / "kodak" / name, inputs / name)
+    shutil.copy(fixtures_dir / "corrupt" / "not_an_image.jpg", inputs / "bad1.jpg")
+    root = tmp_path / "out"
+    argv = ["--input", f"{inputs}/*", "--output", str(root), "--aspect_ratios", "1:1", "--incremental", *TINY]
+    assert main(argv) == 0                                   # 1 of 4 failed: a corrupt upload
+    assert "FAILED" not in capsys.readouterr().out
+    for name in ("bad2.jpg", "bad3.jpg"):
+        shutil.copy(fixtures_dir / "corrupt" / "empty_zero_bytes.jpg", inputs / name)
+    # This run processes the 2 new files and retries bad1: 3 of 3 fail (over all 6 files it would be 3 of 6).
+    assert main(argv) == 4
+    out = capsys.readouterr().out
+    assert ("gazecrop: the run FAILED: 3 of the 3 files it processed failed (100%), over "
+            "--max_failure_ratio=0.5") in out
+    metadata, errors = read_tables(root)                     # the tables are still written
+    assert len({r["source_uri"] for r in metadata}) == 3
+    assert sorted(e["source_uri"].rsplit("/", 1)[1] for e in errors) == ["bad1.jpg", "bad2.jpg", "bad3.jpg"]
+    assert main([*argv, "--max_failure_ratio", "1"]) == 0   # 1: failures never fail the run
