@@ -40,7 +40,7 @@ class GazeCrop(beam.PTransform):
       patterns: input globs/URIs; listed_uris: the URIs of an --input_list.
       model_info: the model (`transforms.inference.describe_model`).
       crop_config: the crop search (aspect ratios, candidates, min_scale, ...).
-      focus: the --focus table, `{source URI or relpath: Focus}` (`transforms.crop.read_focus_table`);
+      focus: the --focus table, `{source URI: Focus}` (`transforms.select.resolve_focus_table`);
         empty = no hints.
       output: how and where crops and tables are written.
       batch_size: most images per model call.
@@ -64,7 +64,7 @@ class GazeCrop(beam.PTransform):
         self._listed_uris = list(listed_uris)
         self._model_info = model_info
         self._crop_config = crop_config
-        self._focus = dict(focus or {})
+        self._focus = focus or {}  # a FocusTable keeps its rows as written, for the unmatched-rows log
         self._output = output
         self._max_megapixels = max_megapixels
         self._max_input_bytes = max_input_bytes

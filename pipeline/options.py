@@ -10,15 +10,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import re
 
-from transforms.crop import CropConfig, parse_aspect_ratios
+from transforms.crop import (MAX_ASPECT_RATIOS, MAX_RATIO_SPREAD, MAX_RATIO_TERM, CropConfig,
+                             parse_aspect_ratios)
 from transforms.decode import DEFAULT_MAX_MEGAPIXELS
 from transforms.read import DEFAULT_MAX_INPUT_BYTES, absolute_uri
 from transforms.write import OUTPUT_FORMATS, OutputConfig
 
 DEFAULT_OUTPUT = "gazecrop-out"
 DEFAULT_ASPECT_RATIOS = "1:1,16:9,9:16,4:5"
+# Default of --max_failure_ratio: a broken model, a wrong bucket or a wrong --input (every file fails)
+# fails the run; a few corrupt uploads in a catalog do not.
+DEFAULT_MAX_FAILURE_RATIO = 0.5
 
 # Beam runner used when the command line names none. The DirectRunner first tries Beam's Prism runner,
 # a binary it downloads; the FnApiRunner is what it falls back to, so naming it directly skips the
@@ -49,6 +54,7 @@ class RunOptions:
     min_scale: float = 1.0
     focus: str | None = None
     incremental: bool = False
+    max_failure_ratio: float = DEFAULT_MAX_FAILURE_RATIO
     progress: str = "auto"
     # --- streaming (pipeline/stream.py; add_streaming_options) ---
     streaming: bool = False
@@ -78,6 +84,88 @@ class RunOptions:
         return not self.inputs and not self.input_list and not self.input_subscription
 
 
+# ----------------------------------------------------------------------------------------------
+# Ranges of the numeric options (checked in `parse`, before any work; shown in each option's help)
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric option accepts: `low <= value <= high` (`low < value` with `low_open`), or
+    exactly 0 where `zero` names what 0 means ("disables"). nan and ±inf are never in a range. `whole`:
+    the option takes whole numbers (written `1..10`; other ranges `[1, 60]` or `(0, 1]`)."""
+    low: float
+    high: float
+    low_open: bool = False
+    zero: str | None = None
+    whole: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.zero and value == 0:
+            return True
+        above_low = value > self.low if self.low_open else value >= self.low
+        return above_low and value <= self.high
+
+    def __str__(self) -> str:
+        """How the help and the error messages write the range: `1..10`, `(0, 1]`, `0 or (0, 1000]`."""
+        def number(v: float) -> str:
+            return f"{v:,}" if v == int(v) and abs(v) >= 10_000 else f"{v:g}"
+        if self.low_open:
+            text = f"({number(self.low)}, {number(self.high)}]"
+        elif self.whole:
+            text = f"{number(self.low)}..{number(self.high)}"
+        else:
+            text = f"[{number(self.low)}, {number(self.high)}]"
+        return f"0 ({self.zero}) or {text}" if self.zero else text
+
+
+# Why each range (a value outside is a typo or a runaway job, refused with the range in the message):
+RANGES: dict[str, Range] = {
+    # a model batch holds every VGG16 activation of its images: 1024 already needs tens of GB
+    "batch_size": Range(1, 1024, whole=True),
+    "jpeg_quality": Range(1, 100, whole=True),  # the encoders' own scale
+    # OpenCV's JPEG encoder writes at most 65,500 pixels a side
+    "max_output_side": Range(1, 65_500, zero="keeps source resolution", whole=True),
+    # the decode of a 1000-MP RGB image alone needs 3 GB; a larger legitimate picture disables the guard
+    "max_megapixels": Range(0, 1000, low_open=True, zero="disables"),
+    # 10 GB: an input is read whole into a worker's memory
+    "max_input_bytes": Range(1, 10_000_000_000, zero="disables", whole=True),
+    # each rank is one more search and one more file per ratio; ranks past a few rarely exist (overlap rule)
+    "candidates": Range(1, 10, whole=True),
+    "min_scale": Range(0, 1, low_open=True),  # a share of the largest window
+    "max_failure_ratio": Range(0, 1),  # a share of the files processed
+    # streaming: listings, windows and model watches more often than every second cost more than they
+    # give; one day is the longest wait that is not a mistake
+    "poll_interval_secs": Range(1, 86_400),
+    "window_seconds": Range(1, 86_400),
+    "max_batch_duration_secs": Range(1, 600, whole=True),
+    "watch_model_interval_secs": Range(1, 86_400),
+    "streaming_duration_secs": Range(0, 31_536_000, low_open=True, zero="until Ctrl-C or cancelled"),  # up to a year
+}
+
+
+def _in_range(name: str, default) -> str:
+    """The end of an option's help: its range and default (`range 1..10; default: 1`)."""
+    return f"range {RANGES[name]}; default: {default}"
+
+
+def _check_ranges(parser: argparse.ArgumentParser, known: argparse.Namespace) -> None:
+    """Refuse a numeric option outside its `RANGES` entry (nan and inf included), naming the range."""
+    for name, accepted in RANGES.items():
+        value = getattr(known, name)
+        if value not in accepted:
+            parser.error(f"--{name} accepts {accepted}. Received: --{name}={value}")
+
+
+def _aspect_ratios(text: str):
+    """`parse_aspect_ratios` for argparse, keeping its message (argparse would print "invalid value")."""
+    try:
+        return parse_aspect_ratios(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _flag(value: str) -> bool:
     """`--flag=true|false` (how Flex Templates and schedulers pass a switch); a bare `--flag` is true."""
     lowered = value.lower()
@@ -92,7 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gazecrop run", allow_abbrev=False,
         description="Crop images to aspect ratios, keeping what people look at. Options not listed "
-                    "here are Apache Beam pipeline options (--runner, --direct_num_workers, ...).")
+                    "here are Apache Beam pipeline options (--runner, --direct_num_workers, ...).",
+        epilog="exit status: 0 done; 1 the run failed as a whole (the tables are the last finished run's); "
+               "2 usage error (an option, a --focus table), nothing done; 3 --input and --input_list "
+               "name no file, nothing done; 4 more than --max_failure_ratio of the files processed "
+               "failed (both tables written; the summary says so)")
     parser.add_argument("--input", dest="inputs", action="append", default=[], metavar="PATTERN",
                         help="files to crop: a path, a glob (photos/**/*.jpg) or a gs:// or s3:// "
                              "pattern; repeat for several. Outputs keep each file's path relative to "
@@ -104,50 +196,62 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default=DEFAULT_OUTPUT, metavar="ROOT",
                         help="output root (local path, gs://, s3://): crops/, metadata/, errors/, "
                              "saliency/ (default: %(default)s)")
-    parser.add_argument("--aspect_ratios", default=DEFAULT_ASPECT_RATIOS, type=parse_aspect_ratios,
-                        help="comma-separated W:H ratios, one crop each (default: %(default)s)")
+    parser.add_argument("--aspect_ratios", default=DEFAULT_ASPECT_RATIOS, type=_aspect_ratios,
+                        help=f"comma-separated W:H ratios, one crop each: at most {MAX_ASPECT_RATIOS}, each "
+                             f"term a whole number 1..{MAX_RATIO_TERM}, each ratio within 1:{MAX_RATIO_SPREAD}"
+                             f"..{MAX_RATIO_SPREAD}:1 (default: %(default)s)")
     parser.add_argument("--output_format", default="jpeg", choices=OUTPUT_FORMATS,
                         help="crop file format; 'source' keeps JPEG, PNG and WebP sources in their "
                              "format and writes others as PNG (default: %(default)s)")
     parser.add_argument("--jpeg_quality", default=90, type=int,
-                        help="JPEG (and WebP) quality, 1-100 (default: %(default)s)")
+                        help=f"JPEG (and WebP) quality ({_in_range('jpeg_quality', '%(default)s')})")
     parser.add_argument("--max_output_side", default=0, type=int,
                         help="downscale crops so their longer side is at most this many pixels; "
-                             "0 keeps source resolution; never upscales (default: %(default)s)")
+                             f"never upscales ({_in_range('max_output_side', '%(default)s')})")
     parser.add_argument("--model", default="default",
                         help="'default' (bundled weights), 'fast' (bundled pruned, distilled model: about 16x "
                              "faster, short side 128), 'tiny' (random test model) or a readout weights file "
                              "(default: %(default)s)")
     parser.add_argument("--batch_size", default=16, type=int,
-                        help="largest number of images per model call (default: %(default)s)")
+                        help=f"largest number of images per model call ({_in_range('batch_size', '%(default)s')})")
     parser.add_argument("--max_megapixels", default=DEFAULT_MAX_MEGAPIXELS, type=float,
                         help="refuse images whose header declares more megapixels, before decoding "
-                             "(decompression-bomb guard; 0 disables; default: %(default)s)")
+                             f"(decompression-bomb guard; {_in_range('max_megapixels', '%(default)s')})")
     parser.add_argument("--max_input_bytes", default=DEFAULT_MAX_INPUT_BYTES, type=int, metavar="BYTES",
                         help="refuse larger input files, from the size the match reports, before "
-                             "reading them (0 disables; default: %(default)s)")
+                             f"reading them ({_in_range('max_input_bytes', '%(default)s')})")
     parser.add_argument("--save_saliency", action="store_true",
                         help="also write each image's log-density map to ROOT/saliency/<relpath>.npy")
     parser.add_argument("--candidates", default=1, type=int, metavar="N",
                         help="ranked crops per ratio (rank 0 = best, the only one by default); a rank k > 0 "
                              "is the best window overlapping every better one by at most half "
                              "(intersection over union) and is written to <relpath>.rank<k>.<ext>; fewer "
-                             "come back where the picture leaves no such room (default: %(default)s)")
+                             "come back where the picture leaves no such room "
+                             f"({_in_range('candidates', '%(default)s')})")
     parser.add_argument("--min_scale", default=1.0, type=float, metavar="S",
                         help="smallest crop tried, as a share of the largest window of the ratio (linear "
-                             "size), in (0, 1]; below 1, windows of scale 1.0, 0.9, ... >= S compete and a "
+                             "size); below 1, windows of scale 1.0, 0.9, ... >= S compete and a "
                              "smaller one wins when it keeps nearly as much of the predicted attention "
-                             "(a small subject gets a tighter crop); never upscales (default: %(default)s)")
+                             "(a small subject gets a tighter crop); never upscales "
+                             f"({_in_range('min_scale', '%(default)s')})")
     parser.add_argument("--focus", default=None, metavar="TABLE",
-                        help="CSV or Parquet table (any filesystem) of regions the crops must contain, one "
-                             "row per image: columns source (the source URI, or its path relative to the "
-                             "input root), x, y and optionally width, height, in pixels of the upright "
-                             "picture; read once when the job is built. A person's hint beats the model.")
+                        help="CSV (UTF-8) or Parquet table (any filesystem) of regions the crops must "
+                             "contain, one row per image: columns source (the source URI, or its path "
+                             "relative to an input root), x, y and optionally width, height: numbers >= 0, "
+                             "in pixels of the upright picture (a region past the picture's edge is clamped "
+                             "to it). A relative path that names files under two input roots, two rows "
+                             "naming one file, or a bad value stop the run before any work. Read once when "
+                             "the job is built; a person's hint beats the model.")
     parser.add_argument("--incremental", nargs="?", const=True, default=False, type=_flag, metavar="BOOL",
                         help="crop only the files that are new or changed since the tables under ROOT were "
                              "written, or that were made with another model or other crop settings; the "
                              "tables are rewritten with one row set per image (the rows of skipped images "
                              "are kept; a run killed halfway leaves the old tables intact)")
+    parser.add_argument("--max_failure_ratio", default=DEFAULT_MAX_FAILURE_RATIO, type=float, metavar="R",
+                        help="the run fails (exit status 4, after writing both tables) when more than this "
+                             "share of the files it processed failed (with --incremental: of the files this "
+                             "run processed, not those skipped as unchanged); 0 fails on any failure, 1 never "
+                             f"({_in_range('max_failure_ratio', '%(default)s')})")
     parser.add_argument("--progress", default="auto", choices=("auto", "on", "off"),
                         help="a progress bar on stderr while a local run works: 'auto' shows it when stderr "
                              "is a terminal and the runner is local (default: %(default)s)")
@@ -183,22 +287,24 @@ def add_streaming_options(parser: argparse.ArgumentParser) -> None:
                             "from the subscription but never recorded); default: true with --input_prefix")
     group.add_argument("--poll_interval_secs", default=10.0, type=float, metavar="S",
                        help="with --streaming --input: seconds between listings of the pattern "
-                            "(default: %(default)s)")
+                            f"({_in_range('poll_interval_secs', '%(default)s')})")
     group.add_argument("--window_seconds", default=60.0, type=float, metavar="S",
                        help="the tables are written per fixed window of this many seconds, as "
                             "ROOT/metadata/stream-<start>-<end>-<run id>-<shard>-of-<n>.parquet "
-                            "(default: %(default)s)")
+                            f"({_in_range('window_seconds', '%(default)s')})")
     group.add_argument("--max_batch_duration_secs", default=2, type=int, metavar="S",
-                       help="longest wait, in whole seconds, for a model batch to fill (default: %(default)s)")
+                       help="longest wait, in whole seconds, for a model batch to fill "
+                            f"({_in_range('max_batch_duration_secs', '%(default)s')})")
     group.add_argument("--watch_model_pattern", default=None, metavar="PATTERN",
                        help="swap in the newest readout weights file matching PATTERN that appears while "
                             "the job runs (the model handler looks before a batch, at most every "
                             "--watch_model_interval_secs); rows carry the new model's version from then on")
     group.add_argument("--watch_model_interval_secs", default=60.0, type=float, metavar="S",
-                       help="seconds between listings of --watch_model_pattern (default: %(default)s)")
+                       help="seconds between listings of --watch_model_pattern "
+                            f"({_in_range('watch_model_interval_secs', '%(default)s')})")
     group.add_argument("--streaming_duration_secs", default=0.0, type=float, metavar="S",
-                       help="stop after this many seconds, once what was received is written "
-                            "(tests, demos; default 0: until Ctrl-C or cancelled)")
+                       help="stop after this many seconds, once what was received is written (tests, demos; "
+                            f"{_in_range('streaming_duration_secs', '%(default)s')})")
 
 
 def _check_streaming(parser: argparse.ArgumentParser, known: argparse.Namespace) -> None:
@@ -221,15 +327,6 @@ def _check_streaming(parser: argparse.ArgumentParser, known: argparse.Namespace)
         parser.error("--input_prefix goes with --input_subscription")
     if known.catch_up and not known.input_prefix:
         parser.error("--catch_up lists --input_prefix: give --input_prefix gs://BUCKET/PREFIX/")
-    for name in ("poll_interval_secs", "window_seconds", "watch_model_interval_secs"):
-        if not getattr(known, name) > 0:  # also refuses nan
-            parser.error(f"--{name} must be > 0. Received: --{name}={getattr(known, name)}")
-    if known.max_batch_duration_secs < 1:
-        parser.error(f"--max_batch_duration_secs must be >= 1. "
-                     f"Received: --max_batch_duration_secs={known.max_batch_duration_secs}")
-    if not known.streaming_duration_secs >= 0:
-        parser.error(f"--streaming_duration_secs must be >= 0. "
-                     f"Received: --streaming_duration_secs={known.streaming_duration_secs}")
 
 
 def _refuse_misspelled_options(parser: argparse.ArgumentParser, beam_args: list[str]) -> None:
@@ -249,20 +346,7 @@ def parse(argv: list[str] | None) -> tuple[RunOptions, list[str]]:
     """gazecrop's options and the remaining (Beam) arguments, with the default runner added."""
     parser = build_parser()
     known, beam_args = parser.parse_known_args(argv)
-    if known.batch_size < 1:
-        parser.error(f"--batch_size must be >= 1. Received: --batch_size={known.batch_size}")
-    if not 1 <= known.jpeg_quality <= 100:
-        parser.error(f"--jpeg_quality must be in 1..100. Received: --jpeg_quality={known.jpeg_quality}")
-    if known.max_output_side < 0:
-        parser.error(f"--max_output_side must be >= 0. Received: --max_output_side={known.max_output_side}")
-    if known.max_megapixels < 0:
-        parser.error(f"--max_megapixels must be >= 0. Received: --max_megapixels={known.max_megapixels}")
-    if known.max_input_bytes < 0:
-        parser.error(f"--max_input_bytes must be >= 0. Received: --max_input_bytes={known.max_input_bytes}")
-    if known.candidates < 1:
-        parser.error(f"--candidates must be >= 1. Received: --candidates={known.candidates}")
-    if not 0.0 < known.min_scale <= 1.0:  # also refuses nan
-        parser.error(f"--min_scale must be in (0, 1]. Received: --min_scale={known.min_scale}")
+    _check_ranges(parser, known)
     _check_streaming(parser, known)
     _refuse_misspelled_options(parser, beam_args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):

@@ -3,8 +3,17 @@
     gazecrop run --input 'photos/**/*.jpg' --output out/ [--aspect_ratios 1:1,16:9] [Beam options]
 
 Without --input (and --input_list) it crops a few demo images it draws itself into ./gazecrop-out.
-The run exits 0 when the pipeline completes, whatever the number of failed images: failures are rows
-of ROOT/errors/, counted by stage and reason in the summary.
+Failed images are rows of ROOT/errors/, counted by stage and reason in the summary.
+
+Exit status (`main`):
+
+* 0: the run finished and at most --max_failure_ratio of the files it processed failed;
+* 1: the run failed as a whole (storage unreachable, a worker lost, ...): the tables are still those of
+  the last run that finished;
+* 2: a usage error found before any work: an option out of its range (argparse), a bad --focus table;
+* 3: --input and --input_list name no file: nothing was done, no table written;
+* 4: more than --max_failure_ratio of the files this run processed failed (with --incremental, the files
+  skipped as unchanged do not count): both tables are written, the summary says which rule failed.
 """
 
 from __future__ import annotations
@@ -26,14 +35,25 @@ from pipeline.compose import GazeCrop
 from pipeline.demo import write_demo_images
 from pipeline.options import RunOptions, parse
 from pipeline.progress import LOCAL_RUNNERS, ProgressBar, count_inputs
-from transforms.crop import read_focus_table
+from transforms.crop import FocusTableError, read_focus_rows
 from transforms.inference import DeepGazeModelHandler, describe_model
 from transforms.metadata import read_table, table_path
-from transforms.read import read_input_list
-from transforms.select import rekey_focus_table
+from transforms.read import absolute_uri, input_roots, input_specs, names_a_file, read_input_list
+from transforms.select import FocusTable, resolve_focus_table
 from transforms.write import join
 
 _LOGGER = logging.getLogger(__name__)
+
+# Exit status of `gazecrop run` (see the module docstring).
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOTHING_MATCHED = 3
+EXIT_TOO_MANY_FAILURES = 4
+
+
+class NothingMatchedError(Exception):
+    """--input and --input_list name no file: the run stops before any work."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +65,7 @@ class Summary:
     failed: dict  # (stage, error_type) -> images
     skipped: int | None = None  # --incremental: matched files left as they were (Beam counter)
     processed: int | None = None  # --incremental: matched files that went through the stages
+    failed_rule: str | None = None  # why the run failed although it finished (--max_failure_ratio)
 
     def lines(self, root: str) -> list[str]:
         out = [f"gazecrop: read {self.read} files, cropped {self.cropped} images ({self.crops} crops), "
@@ -57,6 +78,8 @@ class Summary:
         out.append(f"  crops:    {join(root, 'crops')}/<ratio>/")
         out.append(f"  metadata: {table_path(root, 'metadata')}")
         out.append(f"  errors:   {table_path(root, 'errors')}")
+        if self.failed_rule:
+            out.append(f"gazecrop: the run FAILED: {self.failed_rule}")
         return out
 
 
@@ -69,13 +92,30 @@ def summarize(root: str) -> Summary:
     return Summary(read=cropped + len(errors), cropped=cropped, crops=len(metadata), failed=dict(failed))
 
 
+def job_input_roots(options: RunOptions, listed: list[str]) -> list[str]:
+    """The input roots that outputs and relative --focus keys are named from: the patterns' and the
+    listed URIs' (absolute, as `MatchImages` makes them); streaming from a subscription: the
+    --input_prefix, else `gs://` (a notified object is named `<bucket>/<object>`)."""
+    if options.input_subscription:
+        return [options.input_prefix or "gs://"]
+    return input_roots([absolute_uri(p) for p in options.inputs], [absolute_uri(u) for u in listed])
+
+
+def focus_table(options: RunOptions, listed: list[str]) -> FocusTable:
+    """The --focus table keyed by source URI (empty without --focus); raises `FocusTableError` naming the
+    file and row of a bad table, before any work."""
+    if not options.focus:
+        return FocusTable()
+    return resolve_focus_table(read_focus_rows(options.focus), job_input_roots(options, listed))
+
+
 def build(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeModelHandler | None = None,
           progress_path: str | None = None):
-    """Apply the job to `p`; loads the model once here to learn its version and input geometry, and
-    reads the --input_list and --focus tables once (they travel with the job)."""
-    model_info = describe_model(options.model)
+    """Apply the job to `p`; reads the --input_list and --focus tables once (they travel with the job),
+    then loads the model once to learn its version and input geometry."""
     listed = read_input_list(options.input_list) if options.input_list else []
-    focus = rekey_focus_table(read_focus_table(options.focus)) if options.focus else {}
+    focus = focus_table(options, listed)
+    model_info = describe_model(options.model)
     crop_config, output = options.crop_config(), options.output_config()
     return p | "GazeCrop" >> GazeCrop(
         patterns=list(options.inputs), listed_uris=listed, model_info=model_info,
@@ -140,6 +180,35 @@ def shows_progress(options: RunOptions, pipeline_options: PipelineOptions) -> bo
     return local and (options.progress == "on" or sys.stderr.isatty())
 
 
+
+def check_inputs_match(options: RunOptions) -> None:
+    """Raise `NothingMatchedError` when --input and --input_list name no file, before any work. Each
+    pattern is listed only until a file turns up; a non-empty --input_list always counts (its missing
+    entries become error rows)."""
+    listed = read_input_list(options.input_list) if options.input_list else []
+    root = options.output_config().root
+    if listed or any(names_a_file(spec, root) for spec in input_specs(list(options.inputs), [])):
+        return
+    given = [f"--input {p}" for p in options.inputs] + ([f"--input_list {options.input_list}"]
+                                                         if options.input_list else [])
+    verb = "matches" if len(given) == 1 else "match"
+    raise NothingMatchedError(f"{', '.join(given)} {verb} no file; nothing was done (no table written)")
+
+
+def failure_rule(summary: Summary, options: RunOptions, run_counters: dict[str, int]) -> str | None:
+    """Why the finished run fails by --max_failure_ratio, or None. The ratio is over the files this run
+    processed: every file of the tables, or with --incremental the files this run cropped or failed
+    (Beam counters `images_cropped` and `failed_<stage>`; where the runner reports none, the tables)."""
+    failed, total = sum(summary.failed.values()), summary.read
+    if options.incremental and run_counters:
+        failed = sum(v for name, v in run_counters.items() if name.startswith("failed_"))
+        total = failed + run_counters.get("images_cropped", 0)
+    if total and failed / total > options.max_failure_ratio:
+        return (f"{failed} of the {total} files it processed failed ({failed / total:.0%}), over "
+                f"--max_failure_ratio={options.max_failure_ratio:g}")
+    return None
+
+
 def progress_bar(options: RunOptions, pipeline_options: PipelineOptions):
     """A `ProgressBar` over this run's inputs, or a context that does nothing (see `shows_progress`)."""
     if not shows_progress(options, pipeline_options):
@@ -157,6 +226,8 @@ def run(argv: list[str] | None = None) -> Summary:
     if options.demo:
         options = with_demo_inputs(options)
     pipeline_options = PipelineOptions(beam_args)
+    if not built_only(pipeline_options):  # a job only built (Dataflow --dry_run, a template) reads nothing
+        check_inputs_match(options)
     with progress_bar(options, pipeline_options) as bar:
         with beam.Pipeline(options=pipeline_options) as p:
             build(p, options, progress_path=bar.path if bar else None)
@@ -165,9 +236,11 @@ def run(argv: list[str] | None = None) -> Summary:
         print(f"gazecrop: {not_run}")
         return Summary(read=0, cropped=0, crops=0, failed={})
     summary = summarize(options.output)
+    run_counters = counters(p.result) if options.incremental else {}
     if options.incremental:
-        summary = dataclasses.replace(summary, skipped=counter(p.result, "files_skipped_unchanged"),
-                                      processed=counter(p.result, "files_new_or_changed"))
+        summary = dataclasses.replace(summary, skipped=run_counters.get("files_skipped_unchanged", 0),
+                                      processed=run_counters.get("files_new_or_changed", 0))
+    summary = dataclasses.replace(summary, failed_rule=failure_rule(summary, options, run_counters))
     for line in summary.lines(options.output):
         print(line)
     if options.focus:
@@ -189,15 +262,22 @@ def failure_lines(exc: BaseException) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`gazecrop run`; returns the exit status (module docstring; argparse exits 2 itself)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        run(sys.argv[1:] if argv is None else argv)
+        summary = run(sys.argv[1:] if argv is None else argv)
+    except FocusTableError as exc:  # found before any work: say what to fix, no traceback
+        print(f"gazecrop run: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except NothingMatchedError as exc:
+        print(f"gazecrop run: {exc}", file=sys.stderr)
+        return EXIT_NOTHING_MATCHED
     except Exception as exc:  # the whole run failed: the traceback for diagnosis, then the plain words last
         _LOGGER.error("the run failed", exc_info=True)
         for line in failure_lines(exc):
             print(line, file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_RUN_FAILED
+    return EXIT_TOO_MANY_FAILURES if getattr(summary, "failed_rule", None) else EXIT_OK
 
 
 if __name__ == "__main__":

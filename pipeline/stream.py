@@ -47,14 +47,13 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline.options import RunOptions
-from pipeline.run import counters
-from transforms.crop import read_focus_table
+from pipeline.run import counters, focus_table
 from transforms.decode import DecodeImages
 from transforms.inference import DeepGazeModelHandler, ModelWatch, PredictSaliency, describe_model
 from transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA, read_parquet, table_files
 from transforms.read import MatchImages, ReadMatchedFiles, absolute_uri
 from transforms.recorded import FirstDelivery, SkipRecorded
-from transforms.select import SelectCrops, rekey_focus_table
+from transforms.select import SelectCrops
 from transforms.stream import (MatchNewFiles, ReadNotifications, WriteWindowedTable, count_rows,
                                new_run_id)
 from transforms.write import WriteCrops, join, settings_id
@@ -115,7 +114,7 @@ def build_streaming(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeM
                                               watch=watch, share_across_processes=not in_one_process)
     root = absolute_uri(options.output)
     run_id = run_id or new_run_id()
-    focus = rekey_focus_table(read_focus_table(options.focus)) if options.focus else {}
+    focus = focus_table(options, [])
     crop_config, output = options.crop_config(), options.output_config()
 
     input_errors = []

@@ -41,7 +41,8 @@ def test_parse_aspect_ratios():
 
 
 @pytest.mark.parametrize("text", ["", " , ", "16/9", "0:1", "1:0", "1.91:1", "a:b", "16:9:1",
-                                  "-1:1", "1:1,2:2", "16:9,"])
+                                  "-1:1", "1:1,2:2", "16:9,", "10001:10000", "101:1", "1:101",
+                                  "9223372036854775807:1", ",".join(f"{w}:{w + 1}" for w in range(1, 18))])
 def test_parse_aspect_ratios_rejects(text):
     with pytest.raises(ValueError):
         parse_aspect_ratios(text)
@@ -237,6 +238,18 @@ def test_focus_point_and_box_are_contained():
     assert choose_crops(ld[None], [size], focus=[None]) == choose_crops(ld[None], [size])
     with pytest.raises(ValueError):
         choose_crops(ld[None], [size], focus=[(1, 2, 3)])
+
+
+def test_a_focus_region_past_the_picture_is_clamped_to_it():
+    ld = np.zeros((24, 32))
+    size = (1024, 768)
+    for focus in [(1e308, 1e308, 1e308, 1e308), (1e308, 1e308), (0, 0, 1e308, 1e308)]:
+        crops = choose_crops(ld[None], [size], focus=[focus])[0]
+        assert len(crops) == 4
+        for c in crops:
+            assert 0 <= c.x and c.x + c.width <= size[0] and 0 <= c.y and c.y + c.height <= size[1]
+            if focus[0] > size[0]:  # the last pixel is kept
+                assert c.x + c.width == size[0] and c.y + c.height == size[1]
 
 
 def test_ranked_candidates():

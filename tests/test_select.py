@@ -1,14 +1,14 @@
-"""Crop stage (transforms/select.py) on plain functions: ranks kept, focus looked up by URI or relpath,
-focus rows that name no input file."""
+"""Crop stage (transforms/select.py) on plain functions: ranks kept, focus rows resolved to source URIs
+when the job is built and looked up by URI, focus rows that name no input file."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from transforms.crop import CropConfig, Focus
+from transforms.crop import CropConfig, Focus, FocusRow, FocusTableError
 from transforms.records import SaliencyImage, SourceFile
-from transforms.paths import safe_relpath
-from transforms.select import (focus_key, focus_keys_found, rekey_focus_table, select_crops,
+from transforms.select import (focus_key, focus_keys_found, resolve_focus_table, select_crops,
                                unmatched_focus_keys)
 
 
@@ -18,12 +18,31 @@ def _image(uri, relpath, width, height, seed):
                          source_height=height, log_density=ld, model_version="v")
 
 
-def test_focus_key_prefers_the_source_uri():
-    table = {"gs://b/in/a.jpg": Focus(1, 2), "a.jpg": Focus(3, 4), "sub/c.jpg": Focus(5, 6)}
-    assert focus_key(table, "gs://b/in/a.jpg", "a.jpg") == "gs://b/in/a.jpg"
-    assert focus_key(table, "gs://b/other/a.jpg", "a.jpg") == "a.jpg"
-    assert focus_key(table, "gs://b/in/sub/c.jpg", "sub/c.jpg") == "sub/c.jpg"
-    assert focus_key(table, "gs://b/in/c.jpg", "c.jpg") is None
+def _rows(*keys):
+    return [FocusRow(key, Focus(i, i), f"f.csv row {i + 2}") for i, key in enumerate(keys)]
+
+
+def test_relative_focus_keys_become_source_uris_under_the_input_root():
+    table = resolve_focus_table(_rows("gs://b/in/a.jpg", "sub/c.jpg", "caf\u0065\u0301 100%.jpg", "/abs/y.jpg"),
+                                ["gs://b/in/"])
+    assert dict(table.rows) == {"gs://b/in/a.jpg": ("gs://b/in/a.jpg",), "sub/c.jpg": ("gs://b/in/sub/c.jpg",),
+                                "caf\u0065\u0301 100%.jpg": ("gs://b/in/caf\u00e9 100%.jpg",),
+                                "/abs/y.jpg": ("/abs/y.jpg",)}
+    assert focus_key(table, "gs://b/in/a.jpg") == "gs://b/in/a.jpg"
+    assert focus_key(table, "gs://b/in/sub/c.jpg") == "gs://b/in/sub/c.jpg"
+    assert focus_key(table, "gs://b/in/cafe\u0301 100%.jpg") == "gs://b/in/caf\u00e9 100%.jpg"  # NFD name, NFC key
+    assert focus_key(table, "gs://b/other/a.jpg") is None and focus_key(table, "gs://b/in/c.jpg") is None
+
+
+def test_focus_keys_under_several_roots_and_rows_naming_one_image_twice():
+    roots = ["gs://b/xa/", "gs://b/xb/"]
+    # Under one root only: that one file; under neither: both candidates (logged if still unmatched).
+    table = resolve_focus_table(_rows("a.jpg", "n.jpg"), roots, exists=lambda uri: uri == "gs://b/xb/a.jpg")
+    assert dict(table.rows) == {"a.jpg": ("gs://b/xb/a.jpg",), "n.jpg": ("gs://b/xa/n.jpg", "gs://b/xb/n.jpg")}
+    with pytest.raises(FocusTableError, match=r"f.csv row 2: 'a.jpg' names a file under 2 input roots"):
+        resolve_focus_table(_rows("a.jpg"), roots, exists=lambda uri: True)
+    with pytest.raises(FocusTableError, match=r"f.csv row 2 \('a.jpg'\) and f.csv row 3 \('gs://b/xa/a.jpg'\)"):
+        resolve_focus_table(_rows("a.jpg", "gs://b/xa/a.jpg"), roots[:1])
 
 
 def test_select_crops_keeps_every_rank_and_applies_focus():
@@ -37,25 +56,17 @@ def test_select_crops_keeps_every_rank_and_applies_focus():
         for label in ("1:1", "9:16"):
             assert [c.rank for c in item.crops if c.aspect_ratio == label][0] == 0
     assert max(sum(c.aspect_ratio == "9:16" for c in item.crops) for item in plain) == 3
-    focused = select_crops(images, config, {"/in/a.png": Focus(1190, 5), "b.png": Focus(0, 390, 10, 10)})
+    focused = select_crops(images, config, {"/in/a.png": Focus(1190, 5), "/in/b.png": Focus(0, 390, 10, 10)})
     assert all(c.x <= 1190 < c.x + c.width and c.y <= 5 < c.y + c.height for c in focused[0].crops)
     assert all(c.x == 0 and c.y + c.height >= 400 for c in focused[1].crops)
     assert focused[2] == plain[2]                                    # no focus row: the model decides
 
 
 def test_focus_rows_naming_no_input():
-    keys = frozenset({"gs://b/in/a.jpg", "b.jpg", "nowhere.jpg"})
-    assert focus_keys_found(SourceFile("gs://b/in/a.jpg", "a.jpg", b""), keys=keys) == ["gs://b/in/a.jpg"]
-    assert focus_keys_found(SourceFile("gs://b/in/b.jpg", "b.jpg", b""), keys=keys) == ["b.jpg"]
-    assert unmatched_focus_keys({"gs://b/in/a.jpg", "b.jpg"}, keys=keys) == ["nowhere.jpg"]
-    assert unmatched_focus_keys(set(), keys=keys) == sorted(keys)
-
-
-def test_focus_keys_by_relative_path_follow_the_output_naming_rule():
-    hint = Focus.coerce([1, 2])
-    table = rekey_focus_table({"gs://b/x.jpg": hint, "/abs/y.jpg": hint, "-rf/caf\u0065\u0301 100%.jpg": hint})
-    assert set(table) == {"gs://b/x.jpg", "/abs/y.jpg", safe_relpath("-rf/caf\u00e9 100%.jpg")}
-    # the raw relative path a person writes now finds the image, whose relpath is the escaped one
-    relpath = safe_relpath("-rf/caf\u00e9 100%.jpg")
-    assert relpath != "-rf/caf\u00e9 100%.jpg"
-    assert focus_key(table, "/in/-rf/caf\u00e9 100%.jpg", relpath) == relpath
+    table = resolve_focus_table(_rows("gs://b/in/a.jpg", "b.jpg", "nowhere.jpg"), ["gs://b/in/"])
+    keys = frozenset(table)
+    # Found by URI, whatever the output name (here disambiguated) is.
+    assert focus_keys_found(SourceFile("gs://b/in/a.jpg", "a.jpg%=0123", b""), keys=keys) == ["gs://b/in/a.jpg"]
+    assert focus_keys_found(SourceFile("gs://b/in/b.jpg", "b.jpg", b""), keys=keys) == ["gs://b/in/b.jpg"]
+    assert unmatched_focus_keys({"gs://b/in/a.jpg", "gs://b/in/b.jpg"}, rows=table.rows) == ["nowhere.jpg"]
+    assert unmatched_focus_keys(set(), rows=table.rows) == ["b.jpg", "gs://b/in/a.jpg", "nowhere.jpg"]

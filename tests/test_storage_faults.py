@@ -75,11 +75,11 @@ def test_gcs_outage_mid_run_then_incremental_rerun_completes(fixtures_dir, tmp_p
         finally:
             if process.poll() is None:
                 process.kill()
-        if process.returncode != 0:  # gave up: it must say so plainly, as its last words
+        if process.returncode == 1:  # gave up: it must say so plainly, as its last words
             assert "gazecrop: the run failed:" in stderr and "rerun with --incremental" in stderr.splitlines()[-1]
             failed_first = None
-        else:  # rode out the outage: every image recorded, as crops or as an error row (a read that
-            # failed while the server was down) that the next run retries
+        else:  # rode out the outage (exit 0, or 4 where most reads failed while the server was down):
+            # every image recorded, as crops or as an error row that the next run retries
             first_metadata, first_errors = read_tables(out)
             assert_accounted(first_metadata, first_errors, inputs, RATIOS.split(","))
             failed_first = {e["source_uri"] for e in first_errors}

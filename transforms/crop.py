@@ -40,17 +40,34 @@ DEFAULT_ASPECT_RATIOS: tuple[Ratio, ...] = ((1, 1), (16, 9), (9, 16), (4, 5))
 
 _RATIO_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
+# Limits of --aspect_ratios. A term up to 10000 writes any ratio to four digits (1.91:1 as 191:100,
+# 1.618:1 as 1618:1000); a ratio past 100:1 (or 1:100) leaves a strip a few pixels wide of an ordinary
+# photo; every ratio is one more crop file per image, so a list is at most 16 long.
+MAX_RATIO_TERM = 10_000
+MAX_RATIO_SPREAD = 100
+MAX_ASPECT_RATIOS = 16
+
 
 # ----------------------------------------------------------------------------------------------
 # Aspect ratios
 # ----------------------------------------------------------------------------------------------
 
+def ratio_problem(a: int, b: int) -> Optional[str]:
+    """Why ``a:b`` is not an aspect ratio gazecrop crops to, or None: both terms whole numbers in
+    ``1..MAX_RATIO_TERM``, the ratio within ``1:MAX_RATIO_SPREAD .. MAX_RATIO_SPREAD:1``."""
+    if not (1 <= a <= MAX_RATIO_TERM and 1 <= b <= MAX_RATIO_TERM):
+        return f"both terms must be whole numbers 1..{MAX_RATIO_TERM}"
+    if a > MAX_RATIO_SPREAD * b or b > MAX_RATIO_SPREAD * a:
+        return f"the ratio must be within 1:{MAX_RATIO_SPREAD}..{MAX_RATIO_SPREAD}:1"
+    return None
+
+
 def parse_aspect_ratios(text: Union[str, Sequence[str]]) -> tuple[Ratio, ...]:
     """Parses ``"1:1,16:9,9:16,4:5"`` into ``((1, 1), (16, 9), (9, 16), (4, 5))``.
 
-    Each ratio is two positive whole numbers ``W:H``; a list of such strings is accepted too. Raises
-    ``ValueError`` naming the bad part for anything else (empty text, ``16/9``, ``0:1``, ``1.91:1``,
-    the same ratio twice).
+    Each ratio is two whole numbers ``W:H`` (``ratio_problem`` gives their range); a list of such
+    strings is accepted too, at most ``MAX_ASPECT_RATIOS`` ratios. Raises ``ValueError`` naming the bad
+    part for anything else (empty text, ``16/9``, ``0:1``, ``1.91:1``, ``1000:1``, the same ratio twice).
     """
     if isinstance(text, str):
         parts = text.split(",")
@@ -67,9 +84,9 @@ def parse_aspect_ratios(text: Union[str, Sequence[str]]) -> tuple[Ratio, ...]:
                 f"Bad aspect ratio {part.strip()!r}: expected two whole numbers WIDTH:HEIGHT such as "
                 f"16:9 (write 1.91:1 as 191:100). Received: {text!r}")
         a, b = int(match.group(1)), int(match.group(2))
-        if a <= 0 or b <= 0:
-            raise ValueError(f"Bad aspect ratio {part.strip()!r}: both sides must be positive. "
-                             f"Received: {text!r}")
+        problem = ratio_problem(a, b)
+        if problem:
+            raise ValueError(f"Bad aspect ratio {part.strip()!r}: {problem}. Received: {text!r}")
         g = math.gcd(a, b)
         reduced = (a // g, b // g)
         if reduced in seen:
@@ -77,6 +94,9 @@ def parse_aspect_ratios(text: Union[str, Sequence[str]]) -> tuple[Ratio, ...]:
                              f"Received: {text!r}")
         seen[reduced] = part.strip()
         ratios.append((a, b))
+    if len(ratios) > MAX_ASPECT_RATIOS:
+        raise ValueError(f"{len(ratios)} aspect ratios: at most {MAX_ASPECT_RATIOS} (each is one more crop "
+                         f"file per image). Received: {text!r}")
     return tuple(ratios)
 
 
@@ -160,9 +180,10 @@ class CropConfig:
         if isinstance(ratios, str):
             ratios = parse_aspect_ratios(ratios)
         ratios = tuple((int(a), int(b)) for a, b in ratios)
-        if not ratios or any(a <= 0 or b <= 0 for a, b in ratios):
-            raise ValueError(f"aspect_ratios must be positive (w, h) pairs. Received: "
-                             f"aspect_ratios={self.aspect_ratios!r}")
+        problems = [ratio_problem(a, b) for a, b in ratios]
+        if not ratios or any(problems):
+            raise ValueError(f"aspect_ratios must be (w, h) pairs: {next(filter(None, problems), 'none given')}. "
+                             f"Received: aspect_ratios={self.aspect_ratios!r}")
         object.__setattr__(self, "aspect_ratios", ratios)
         if not 0.0 < self.min_scale <= 1.0:
             raise ValueError(f"min_scale must be in (0, 1]. Received: min_scale={self.min_scale!r}")
@@ -229,39 +250,142 @@ class Focus:
 FocusLike = Union[None, Focus, Sequence[float]]
 
 
-def read_focus_table(uri: str, key: str = "source") -> dict:
-    """Reads a focus table: ``{key value: Focus}`` from CSV or Parquet (by extension).
+class FocusTableError(ValueError):
+    """A --focus table that cannot be used as it is: the message names the file, the row where there is
+    one, and what was expected. Raised while the job is built, so a bad table stops a run before any
+    work."""
 
-    Columns: ``key`` (default ``source``: the source URI, or its path relative to the input root),
-    ``x``, ``y`` and optionally ``width``, ``height`` (source pixels after EXIF orientation; empty
-    or absent = a point). Read through Beam's ``FileSystems`` (local, gs://, s3://).
+
+@dataclasses.dataclass(frozen=True)
+class FocusRow:
+    """One row of a focus table: its key as written, its region, and where it is (for messages)."""
+    key: str
+    focus: Focus
+    where: str  # "focus.csv row 3": a CSV's line number (header = 1), a Parquet table's row from 1
+
+
+FOCUS_VALUE_COLUMNS = ("x", "y", "width", "height")
+
+
+def read_focus_rows(uri: str, key: str = "source") -> list[FocusRow]:
+    """The rows of a focus table, CSV (UTF-8) or Parquet (by extension), read through Beam's
+    ``FileSystems`` (local, gs://, s3://).
+
+    Columns: ``key`` (default ``source``: the source URI, or its path relative to an input root), ``x``,
+    ``y`` and optionally ``width``, ``height``: finite numbers >= 0, in source pixels after EXIF
+    orientation (empty or absent width/height = a point). A region past the picture's edge is clamped to
+    the picture when crops are chosen. Raises ``FocusTableError`` naming the file (and the row) for a file
+    that is not UTF-8 CSV or Parquet, a missing column, a Parquet column of the wrong type, a value that
+    is not a finite number >= 0, and two rows with the same key.
     """
-    import csv
-    import io
-
     from apache_beam.io.filesystems import FileSystems
 
     with FileSystems.open(uri, compression_type="uncompressed") as f:
         data = f.read()
     if uri.lower().endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(io.BytesIO(data)).to_pylist()
+        records = _parquet_records(uri, data, key)
     else:
-        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
-    out = {}
-    for n, row in enumerate(rows, start=2 if not uri.lower().endswith(".parquet") else 1):
-        missing = [c for c in (key, "x", "y") if row.get(c) in (None, "")]
+        records = _csv_records(uri, data, key)
+    rows = [FocusRow(key=str(record[key]), focus=_focus_of_record(record, f"{uri} row {n}", key),
+                     where=f"{uri} row {n}") for n, record in records]
+    refuse_duplicate_keys((row.key, row) for row in rows)
+    return rows
+
+
+def read_focus_table(uri: str, key: str = "source") -> dict:
+    """A focus table as ``{key value: Focus}`` (``read_focus_rows``; every key once)."""
+    return {row.key: row.focus for row in read_focus_rows(uri, key)}
+
+
+def refuse_duplicate_keys(keyed_rows) -> None:
+    """Raise ``FocusTableError`` naming both rows when two ``(key, FocusRow)`` pairs share a key."""
+    first: dict = {}
+    for name, row in keyed_rows:
+        if name in first:
+            raise FocusTableError(f"focus table rows name one image twice: {first[name].where} "
+                                  f"({first[name].key!r}) and {row.where} ({row.key!r}) both name {name}; "
+                                  f"keep one row per image")
+        first[name] = row
+
+
+def _expected_columns(key: str) -> str:
+    return f"columns {key}, x, y and optionally width, height"
+
+
+def _csv_records(uri: str, data: bytes, key: str) -> list[tuple[int, dict]]:
+    """(line number, row dict) of a UTF-8 CSV file (a byte-order mark is allowed)."""
+    import csv
+    import io
+
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise FocusTableError(f"focus table {uri} line {line} is not UTF-8 text (byte {data[e.start]:#04x} at "
+                              f"offset {e.start}): save the CSV as UTF-8. Received: "
+                              f"{data[max(0, e.start - 20):e.start + 20]!r}") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        columns = reader.fieldnames or []
+        missing = [c for c in (key, "x", "y") if c not in columns]
         if missing:
-            raise ValueError(f"focus table {uri} row {n} lacks {missing}. Received: {row!r}")
-        values = [row["x"], row["y"]]
-        if row.get("width") not in (None, "") or row.get("height") not in (None, ""):
-            values += [row.get("width") or 0, row.get("height") or 0]
+            raise FocusTableError(f"focus table {uri} lacks column(s) {', '.join(missing)}: expected "
+                                  f"{_expected_columns(key)} in its first line. Received: columns {columns}")
+        return [(reader.line_num, row) for row in reader]
+    except csv.Error as e:
+        raise FocusTableError(f"focus table {uri} line {reader.line_num} is not CSV: {e}") from None
+
+
+def _parquet_records(uri: str, data: bytes, key: str) -> list[tuple[int, dict]]:
+    """(row number from 1, row dict) of a Parquet table whose key column holds text and whose value
+    columns hold numbers."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError) as e:
+        raise FocusTableError(f"focus table {uri} is not a Parquet file ({e}): expected a .parquet table "
+                              f"with {_expected_columns(key)}, or a .csv file") from None
+    types = {field.name: field.type for field in table.schema}
+    missing = [c for c in (key, "x", "y") if c not in types]
+    if missing:
+        raise FocusTableError(f"focus table {uri} lacks column(s) {', '.join(missing)}: expected "
+                              f"{_expected_columns(key)}. Received: columns {list(types)}")
+    if not (pa.types.is_string(types[key]) or pa.types.is_large_string(types[key])):
+        raise FocusTableError(f"focus table {uri}: column {key} is {types[key]}; expected text (string): "
+                              f"source URIs or paths relative to an input root")
+    for column in FOCUS_VALUE_COLUMNS:
+        kind = types.get(column)
+        if kind is not None and not (pa.types.is_integer(kind) or pa.types.is_floating(kind)
+                                     or pa.types.is_null(kind)):
+            raise FocusTableError(f"focus table {uri}: column {column} is {kind}; expected numbers (integer "
+                                  f"or floating point) of source pixels")
+    return list(enumerate(table.to_pylist(), start=1))
+
+
+def _focus_of_record(record: dict, where: str, key: str) -> Focus:
+    """The region of one table row: x, y and optionally width, height, each a finite number >= 0."""
+    missing = [c for c in (key, "x", "y") if record.get(c) in (None, "")]
+    if missing:
+        raise FocusTableError(f"focus table {where} lacks {', '.join(missing)}. Received: {record!r}")
+    names = ["x", "y"]
+    if any(record.get(c) not in (None, "") for c in ("width", "height")):
+        names += ["width", "height"]
+    values = []
+    for name in names:
+        raw = record.get(name)
         try:
-            out[str(row[key])] = Focus.coerce(values)
-        except ValueError as e:
-            raise ValueError(f"focus table {uri} row {n}: {e}") from None
-    return out
+            value = 0.0 if raw in (None, "") else float(raw)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not (math.isfinite(value) and value >= 0):
+            raise FocusTableError(f"focus table {where}: {name} must be a finite number >= 0 (source pixels). "
+                                  f"Received: {name}={raw!r}")
+        values.append(value)
+    return Focus(*values)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,8 +544,10 @@ def _focus_bounds(focus: Sequence[Optional[Focus]], size, window):
             continue
         start, length = f
         side = int(size[i, 0, 0])
-        first = min(max(int(math.floor(start)), 0), side - 1)            # first pixel to keep
-        last = min(max(int(math.ceil(start + length)), first + 1), side)  # one past the last
+        # Clamped to the picture as floats first: a huge start or length (1e308) must not reach int()
+        # as inf (start + length can overflow).
+        first = int(math.floor(min(max(start, 0.0), side - 1)))                # first pixel to keep
+        last = min(max(int(math.ceil(min(start + length, side))), first + 1), side)  # one past the last
         fits = window[i] >= last - first
         lo_i = np.where(fits, last - window[i], first)
         hi_i = np.where(fits, first, last - window[i])

@@ -86,7 +86,7 @@ class _SplitFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(self.KEPT_ERRORS, row)
             return
         file = files[0]  # MatchImages yields each URI once
-        key = focus_key(self._focus, file.uri, file.relpath)
+        key = focus_key(self._focus, file.uri)
         config_id = image_config_id(self._settings, None if key is None else self._focus[key])
         if is_done(file, rows, root=self._root, model_version=self._model_version, config_id=config_id):
             self._skipped.inc()

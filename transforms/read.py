@@ -207,6 +207,21 @@ def files_of(spec: InputSpec, output_root: str) -> list:
     return [m for m in match_pattern(spec.uri) if not is_run_output(m.path, output_root)]
 
 
+def names_a_file(spec: InputSpec, output_root: str, *, peek: int = 16) -> bool:
+    """Whether `spec` names at least one input file (`files_of`), listing as little as possible: most
+    patterns show one among the first `peek` entries of Beam's own match; else the whole listing."""
+    if not spec.literal:
+        regex = glob_regex(spec.uri)
+        first = FileSystems.match([spec.uri], limits=[peek])[0].metadata_list
+        if any(not m.path.endswith("/") and regex.fullmatch(m.path) and not is_run_output(m.path, output_root)
+               for m in first):
+            return True
+    try:
+        return bool(files_of(spec, output_root))
+    except (FileNotFoundError, ValueError):
+        return False
+
+
 class _MatchFn(beam.DoFn):
     """InputSpec to `(uri, (uri, size, modified µs))` for every file it names or matches (`files_of`).
 

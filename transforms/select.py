@@ -4,59 +4,118 @@ The search itself is `transforms.crop.choose_crops` (summed-area tables over the
 batches the images (same map shape per call), looks up each image's focus (the --focus table), and keeps
 each image's crops (every ratio, ranks 0 .. --candidates - 1) and its focal point.
 
-The focus table (`transforms.crop.read_focus_table`) is a `{key: Focus}` dict read once when the job is
-built; it travels with the job like the --input_list URIs. A key names an image by its source URI or by
-its path relative to its input root (`focus_key`). Rows that name no input file are logged and counted
-by `LogUnmatchedFocusRows`; they change nothing else.
+The focus table (`transforms.crop.read_focus_rows`) is read once when the job is built and resolved to a
+`FocusTable` keyed by source URI (`resolve_focus_table`); it travels with the job like the --input_list
+URIs. A row names an image by its source URI or by its path relative to an input root; a relative path
+is joined to the input roots then, so an image is looked up by its URI alone (`focus_key`), never by its
+output name (which may carry a disambiguator). Rows that name no input file are logged and counted by
+`LogUnmatchedFocusRows`; they change nothing else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import apache_beam as beam
 import numpy as np
 
-from transforms.crop import CropConfig, Focus, choose_crops, focal_point
+from transforms.crop import (CropConfig, Focus, FocusRow, FocusTableError, choose_crops, focal_point,
+                             refuse_duplicate_keys)
 from transforms.inference import group_by_shape_of
-from transforms.paths import safe_relpath
+from transforms.read import absolute_uri
 from transforms.records import CroppedImage, SaliencyImage, SourceFile, dead_letter_rows
 
 _LOGGER = logging.getLogger(__name__)
 
 
-def rekey_focus_table(focus: Mapping[str, Focus]) -> dict[str, Focus]:
-    """The --focus table keyed the way images are named: a key that is a source URI (a scheme, or an
-    absolute local path) stays as it is; a path relative to the input root is mapped through
-    `transforms.paths.safe_relpath`, the rule that names outputs (unicode normalisation, escapes), so
-    the raw relative path a person writes matches an image whose output name had to be escaped."""
-    return {key if "://" in key or os.path.isabs(key) else safe_relpath(key): value
-            for key, value in focus.items()}
+def source_key(uri: str) -> str:
+    """How a source URI is written as a focus-table key: Unicode NFC (a name typed on a Mac is NFD)."""
+    return unicodedata.normalize("NFC", uri)
 
 
-def focus_key(focus: Mapping[str, Focus], uri: str, relpath: str) -> str | None:
-    """The focus-table key naming an image: its source URI, else its relpath; None if neither is a key."""
-    for key in (uri, relpath):
-        if key in focus:
-            return key
-    return None
+@dataclasses.dataclass(frozen=True)
+class FocusTable(Mapping):
+    """The --focus table of a job: `{source URI (NFC): Focus}`, and which URIs each row names (for the
+    log of rows that name no input file)."""
+    hints: Mapping[str, Focus] = dataclasses.field(default_factory=dict)
+    rows: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # key as written -> URIs
+
+    def __getitem__(self, uri: str) -> Focus:
+        return self.hints[uri]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.hints)
+
+    def __len__(self) -> int:
+        return len(self.hints)
+
+
+def is_source_uri(key: str) -> bool:
+    """A key with a scheme (gs://, s3://) or an absolute local path names a source by its URI; any other
+    key is a path relative to an input root."""
+    return "://" in key or key.startswith("/")
+
+
+def candidate_uris(key: str, roots: Sequence[str]) -> list[str]:
+    """The source URIs a focus-table key can name: itself if it is a URI, else `root + key` for each
+    distinct input root (local paths normalised as the read stage writes them), NFC."""
+    if is_source_uri(key):
+        return [source_key(absolute_uri(key))]
+    joined = [absolute_uri(root + key) for root in dict.fromkeys(roots) if root]
+    return list(dict.fromkeys(source_key(uri) for uri in joined))
+
+
+def resolve_focus_table(rows: Sequence[FocusRow], roots: Sequence[str], *,
+                        exists: Callable[[str], bool] | None = None) -> FocusTable:
+    """The rows of a focus table keyed by the source URIs they name, once, when the job is built.
+
+    `roots`: the job's input roots (`transforms.read.input_roots`, absolute). A relative key names
+    `root + key` under each root; where there are several roots and it names an existing file under two
+    of them, the row is ambiguous and refused (write the source URI instead). Raises `FocusTableError`
+    naming both rows when two rows name one source URI (`a.jpg` and `/in/a.jpg`, or NFC twins).
+    """
+    if exists is None:
+        from apache_beam.io.filesystems import FileSystems
+        exists = FileSystems.exists
+    named: dict[str, tuple[str, ...]] = {}
+    for row in rows:
+        uris = candidate_uris(row.key, roots)
+        if len(uris) > 1:
+            existing = [uri for uri in uris if exists(uri)]
+            if len(existing) > 1:
+                raise FocusTableError(f"focus table {row.where}: {row.key!r} names a file under "
+                                      f"{len(existing)} input roots ({', '.join(existing)}); write the source "
+                                      f"URI of the one it means")
+            uris = existing or uris
+        named[row.key] = tuple(uris)
+    by_key = {row.key: row for row in rows}
+    refuse_duplicate_keys((uri, by_key[key]) for key, uris in named.items() for uri in uris)
+    hints = {uri: by_key[key].focus for key, uris in named.items() for uri in uris}
+    return FocusTable(hints=hints, rows=named)
+
+
+def focus_key(focus: Mapping[str, Focus], uri: str) -> str | None:
+    """The focus-table key naming the image with source `uri` (its NFC form), or None."""
+    key = source_key(uri)
+    return key if key in focus else None
 
 
 def select_crops(images: Sequence[SaliencyImage], config: CropConfig,
                  focus: Mapping[str, Focus] | None = None) -> list[CroppedImage]:
     """Ranked crops per ratio and focal point of every image; one `choose_crops` call per map shape.
 
-    `focus` ({key: Focus}, see `focus_key`) gives the region an image's crops must all contain.
+    `focus` ({source URI: Focus}, see `focus_key`) gives the region an image's crops must all contain.
     """
     focus = focus or {}
     results: list[CroppedImage | None] = [None] * len(images)
     for indices in group_by_shape_of([image.log_density for image in images]).values():
         maps = np.stack([images[i].log_density for i in indices])
         sizes = [(images[i].source_width, images[i].source_height) for i in indices]
-        keys = [focus_key(focus, images[i].uri, images[i].relpath) for i in indices]
+        keys = [focus_key(focus, images[i].uri) for i in indices]
         hints = [None if key is None else focus[key] for key in keys]
         for i, size, hint, crops in zip(indices, sizes, hints, choose_crops(maps, sizes, config, focus=hints)):
             focal_x, focal_y = focal_point(images[i].log_density, size)
@@ -77,7 +136,7 @@ class _SelectCropsFn(beam.DoFn):
         results = select_crops(batch, self._config, self._focus)
         self._time.update(int((time.perf_counter() - start) * 1e6))
         if self._focus:
-            self._focused.inc(sum(focus_key(self._focus, i.uri, i.relpath) is not None for i in batch))
+            self._focused.inc(sum(focus_key(self._focus, i.uri) is not None for i in batch))
         yield from results
 
 
@@ -86,7 +145,7 @@ class SelectCrops(beam.PTransform):
 
     Args:
       config: the crop search (ratios, --candidates, --min_scale, ...).
-      focus: the --focus table, `{key: Focus}` (see `focus_key`); empty = the model alone decides.
+      focus: the --focus table, `{source URI: Focus}` (see `focus_key`); empty = the model alone decides.
       max_batch_size: most images per `choose_crops` call.
     """
 
@@ -94,7 +153,7 @@ class SelectCrops(beam.PTransform):
                  max_batch_size: int = 64):
         super().__init__()
         self._config = config
-        self._focus = dict(focus or {})
+        self._focus = focus or {}
         self._max_batch_size = max_batch_size
 
     def expand(self, images):
@@ -110,13 +169,15 @@ class SelectCrops(beam.PTransform):
 # ----------------------------------------------------------------------------------------------
 
 def focus_keys_found(source: SourceFile, *, keys: frozenset) -> list[str]:
-    """The focus-table keys that name `source` (its URI and/or its relpath)."""
-    return [key for key in (source.uri, source.relpath) if key in keys]
+    """The focus-table key that names `source` (its NFC source URI), if any."""
+    key = source_key(source.uri)
+    return [key] if key in keys else []
 
 
-def unmatched_focus_keys(found: Iterable[str], *, keys: frozenset) -> list[str]:
-    """The table's keys that no input file matched, sorted."""
-    return sorted(keys - set(found))
+def unmatched_focus_keys(found: Iterable[str], *, rows: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """The table's rows (keys as written) none of whose URIs an input file matched, sorted."""
+    found = set(found)
+    return sorted(key for key, uris in rows.items() if found.isdisjoint(uris))
 
 
 class _LogUnmatchedFocusRowFn(beam.DoFn):
@@ -133,16 +194,19 @@ class _LogUnmatchedFocusRowFn(beam.DoFn):
 class LogUnmatchedFocusRows(beam.PTransform):
     """Log (and count as `focus_rows_unmatched`) each --focus row that names no input file; such a row
     is otherwise ignored. Applied to the read stage's `SourceFile`s: a row naming a file that exists
-    but fails later is matched (the file has its error row). Returns the unmatched keys."""
+    but fails later is matched (the file has its error row). Returns the unmatched keys.
+
+    `focus`: a `FocusTable` (its rows are logged by their keys as written), or any `{URI: Focus}`."""
 
     def __init__(self, *, focus: Mapping[str, Focus]):
         super().__init__()
         self._keys = frozenset(focus)
+        self._rows = dict(getattr(focus, "rows", None) or {uri: (uri,) for uri in focus})
 
     def expand(self, sources):
         return (
             sources
             | "KeysFound" >> beam.FlatMap(focus_keys_found, keys=self._keys)
             | "AllKeysFound" >> beam.combiners.ToSet()
-            | "Unmatched" >> beam.FlatMap(unmatched_focus_keys, keys=self._keys)
+            | "Unmatched" >> beam.FlatMap(unmatched_focus_keys, rows=self._rows)
             | "Log" >> beam.ParDo(_LogUnmatchedFocusRowFn()))
