@@ -12,8 +12,10 @@ input ends as metadata rows (one per ratio and produced rank) or exactly one err
 table, the read stage's files also go to `LogUnmatchedFocusRows`, which logs the table's rows that name
 no input file.
 
-With `incremental=True` the matched files first meet the existing tables (`transforms.incremental`):
-files already done skip every stage, and their old rows join this run's rows in the rewritten tables.
+The matched gs:// files get their object generations (`transforms.generations`), which every metadata
+row records. With `incremental=True` the matched files then meet the existing tables
+(`transforms.incremental`): files already done skip every stage, and their old rows join this run's
+rows in the rewritten tables.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import apache_beam as beam
 from pipeline.progress import Tick
 from transforms.crop import CropConfig, Focus, ratio_label
 from transforms.decode import DEFAULT_MAX_MEGAPIXELS, DecodeImages
+from transforms.generations import ListGenerations
 from transforms.inference import DeepGazeModelHandler, ModelInfo, PredictSaliency
 from transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA, WriteTable
 from transforms.incremental import SkipUnchanged
@@ -76,6 +79,7 @@ class GazeCrop(beam.PTransform):
     def expand(self, pbegin):
         matched, match_errors = pbegin | "MatchImages" >> MatchImages(
             patterns=self._patterns, listed_uris=self._listed_uris)
+        matched = matched | "ListGenerations" >> ListGenerations()
         kept_rows, kept_errors, skipped = [], [], []
         if self._incremental:
             matched, old_rows, old_errors, done = matched | "SkipUnchanged" >> SkipUnchanged(

@@ -166,6 +166,11 @@ def test_streaming_gcs_notifications(gcs_server, pubsub_server, fixtures_dir, tm
     keys = sorted((r["source_uri"], r["aspect_ratio"]) for r in metadata)
     assert keys == sorted((f"{gcs_server}/{name}", ratio) for name in images for ratio in ("1:1", "16:9"))
     assert {r["model_version"] for r in metadata} == {tiny_info.version}
+    # Notified or listed at start, each row records its object's generation (transforms/generations.py).
+    from google.cloud import storage
+    objects = storage.Client(project=PROJECT).bucket(bucket)
+    assert {(r["source_uri"], r["source_generation"]) for r in metadata} == {
+        (f"{gcs_server}/{name}", str(objects.get_blob(name).generation)) for name in images}
     assert {r["output_uri"] for r in metadata} >= {f"{root}/crops/1x1/kodak/kodim03.png.jpg",
                                                      f"{root}/crops/16x9/exif/Portrait_6.jpg.jpg"}
     for row in metadata:

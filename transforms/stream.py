@@ -145,7 +145,8 @@ def parse_notification(data: bytes | None, attributes: dict[str, str] | None) ->
         except ValueError as e:
             raise MalformedNotificationError(f"payload updated {payload['updated']!r} is not RFC 3339") from e
     return Notification(event_type=event_type, bucket=bucket, name=name, size_in_bytes=size,
-                        modified_us=updated, generation=str(attributes.get("objectGeneration", "")))
+                        modified_us=updated,
+                        generation=str(attributes.get("objectGeneration") or payload.get("generation") or ""))
 
 
 def notification_source(message: Any, subscription: str) -> str:
@@ -170,7 +171,7 @@ def notification_to_file(notification: Notification, *, input_prefix: str | None
         return None
     relpath = uri[len(input_prefix):] if input_prefix else f"{notification.bucket}/{notification.name}"
     return MatchedFile(uri=uri, relpath=safe_relpath(relpath), size_in_bytes=notification.size_in_bytes,
-                       modified_us=notification.modified_us)
+                       modified_us=notification.modified_us, generation=notification.generation)
 
 
 class _ParseNotificationsFn(beam.DoFn):
