@@ -52,6 +52,8 @@ class GazeCrop(beam.PTransform):
       handler: the ModelHandler; default `DeepGazeModelHandler(model_info, max_batch_size=batch_size)`.
       incremental: skip the images the tables under `output.root` already hold for this model and these
         settings, and keep their rows (`transforms.incremental`).
+      incremental_check: how `incremental` knows a file is unchanged: "mtime" (size, time, gs://
+        generation) or "content" (also the SHA-256 of files without a generation).
       progress_path: a local file that gets one byte per image accounted for (`pipeline.progress`).
     """
 
@@ -61,7 +63,7 @@ class GazeCrop(beam.PTransform):
                  max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
                  max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
                  handler: DeepGazeModelHandler | None = None, incremental: bool = False,
-                 progress_path: str | None = None):
+                 incremental_check: str = "mtime", progress_path: str | None = None):
         super().__init__()
         self._patterns = list(patterns)
         self._listed_uris = list(listed_uris)
@@ -73,6 +75,7 @@ class GazeCrop(beam.PTransform):
         self._max_input_bytes = max_input_bytes
         self._handler = handler or DeepGazeModelHandler(model_info, max_batch_size=batch_size)
         self._incremental = incremental
+        self._incremental_check = incremental_check
         self._progress_path = progress_path
         self._settings = settings_id(crop_config, output)
 
@@ -84,7 +87,7 @@ class GazeCrop(beam.PTransform):
         if self._incremental:
             matched, old_rows, old_errors, done = matched | "SkipUnchanged" >> SkipUnchanged(
                 root=self._output.root, model_version=self._model_info.version, settings=self._settings,
-                focus=self._focus)
+                focus=self._focus, check=self._incremental_check)
             kept_rows, kept_errors, skipped = [old_rows], [old_errors], [done]
         sources, read_errors = matched | "ReadImages" >> ReadMatchedFiles(max_input_bytes=self._max_input_bytes)
         if self._focus:
