@@ -66,7 +66,8 @@ def listing_prefixes(names: Iterable[str]) -> dict[str, str]:
 def list_generations(client, bucket: str, names: Iterable[str]) -> dict[str, str]:
     """`{name: generation}` of the objects `names` of `bucket` that exist now, from one listing per
     directory (`client`: a `google.cloud.storage.Client`). A directory whose listing fails after the
-    client's retries is logged and left out (its files' generations stay unknown)."""
+    client's retries (an API error, or the connection: OSError) is logged and counted, and left out:
+    its files' generations stay unknown, so they are processed, and the read stage reports what fails."""
     from google.api_core.exceptions import GoogleAPICallError
     wanted = set(names)
     found: dict[str, str] = {}
@@ -75,7 +76,7 @@ def list_generations(client, bucket: str, names: Iterable[str]) -> dict[str, str
             blobs = client.list_blobs(bucket, prefix=prefix, delimiter="/",
                                       fields="items(name,generation),nextPageToken")
             found.update({blob.name: str(blob.generation) for blob in blobs if blob.name in wanted})
-        except GoogleAPICallError as e:
+        except (GoogleAPICallError, OSError) as e:
             beam.metrics.Metrics.counter("gazecrop", "generation_listings_failed").inc()
             _LOGGER.warning("Could not list the generations of gs://%s/%s* (those files will be processed "
                             "as changed): %s", bucket, prefix, e)
@@ -92,9 +93,13 @@ class _ListGenerationsFn(beam.DoFn):
         self._client = None
         self._pending: list[WindowedValue] = []
 
-    def setup(self):
-        from apache_beam.io.gcp import gcsio
-        self._client = gcsio.GcsIO().client  # Beam's own client: its credentials, STORAGE_EMULATOR_HOST
+    def _gcs_client(self):
+        """Beam's own GCS client (its credentials; STORAGE_EMULATOR_HOST honoured), made on first use, so
+        that a job without gs:// inputs never looks for Google credentials."""
+        if self._client is None:
+            from apache_beam.io.gcp import gcsio
+            self._client = gcsio.GcsIO().client
+        return self._client
 
     def start_bundle(self):
         self._pending = []
@@ -112,13 +117,15 @@ class _ListGenerationsFn(beam.DoFn):
 
     def _flush(self):
         pending, self._pending = self._pending, []
+        if not pending:
+            return
         by_bucket: dict[str, list[str]] = {}
         for item in pending:
             bucket, name = split_gcs_uri(item.value.uri)
             by_bucket.setdefault(bucket, []).append(name)
         generations = {f"{GCS}{bucket}/{name}": generation
                        for bucket, names in by_bucket.items()
-                       for name, generation in list_generations(self._client, bucket, names).items()}
+                       for name, generation in list_generations(self._gcs_client(), bucket, names).items()}
         for item in pending:
             yield item.with_value(item.value._replace(generation=generations.get(item.value.uri, "")))
 

@@ -60,9 +60,6 @@ _LOGGER = logging.getLogger(__name__)
 # --incremental_check: how a file is known to be the version its rows were made from (module docstring).
 INCREMENTAL_CHECKS = ("mtime", "content")
 
-# Bytes read at a time when `content_unchanged` hashes a file.
-HASH_CHUNK_BYTES = 1 << 20
-
 
 def is_done(file: MatchedFile, rows: list[dict], *, root: str, model_version: str, config_id: str) -> bool:
     """Whether the old metadata `rows` of `file`'s URI were made from this very file, model and settings,
@@ -89,13 +86,11 @@ def _same_listing(file: MatchedFile, row: dict) -> bool:
 
 
 def file_sha256(uri: str) -> str:
-    """The SHA-256 of the file's bytes as stored (as `source_sha256` is), read in chunks."""
-    digest = hashlib.sha256()
+    """The SHA-256 of the file's bytes as stored (as `source_sha256` is), read in chunks (never whole in
+    memory)."""
     with FileSystems.open(uri, mime_type="application/octet-stream",
                           compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        while chunk := f.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def content_unchanged(file: MatchedFile, rows: list[dict]) -> bool:
@@ -135,8 +130,8 @@ class _SplitFn(beam.DoFn):
         self._check = check
         self._skipped = beam.metrics.Metrics.counter("gazecrop", "files_skipped_unchanged")
         self._to_process = beam.metrics.Metrics.counter("gazecrop", "files_new_or_changed")
-        self._hashed = beam.metrics.Metrics.counter("gazecrop", "files_hashed_unchanged_check")
-        self._content_changed = beam.metrics.Metrics.counter("gazecrop", "files_changed_same_listing")
+        self._hashed = beam.metrics.Metrics.counter("gazecrop", "files_content_checked")
+        self._content_changed = beam.metrics.Metrics.counter("gazecrop", "files_content_changed")
 
     def process(self, keyed):
         _, grouped = keyed
