@@ -12,8 +12,10 @@ input ends as metadata rows (one per ratio and produced rank) or exactly one err
 table, the read stage's files also go to `LogUnmatchedFocusRows`, which logs the table's rows that name
 no input file.
 
-With `incremental=True` the matched files first meet the existing tables (`transforms.incremental`):
-files already done skip every stage, and their old rows join this run's rows in the rewritten tables.
+The matched gs:// files get their object generations (`transforms.generations`), which every metadata
+row records. With `incremental=True` the matched files then meet the existing tables
+(`transforms.incremental`): files already done skip every stage, and their old rows join this run's
+rows in the rewritten tables.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import apache_beam as beam
 from pipeline.progress import Tick
 from transforms.crop import CropConfig, Focus, ratio_label
 from transforms.decode import DEFAULT_MAX_MEGAPIXELS, DecodeImages
+from transforms.generations import ListGenerations
 from transforms.inference import DeepGazeModelHandler, ModelInfo, PredictSaliency
 from transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA, WriteTable
 from transforms.incremental import SkipUnchanged
@@ -49,6 +52,8 @@ class GazeCrop(beam.PTransform):
       handler: the ModelHandler; default `DeepGazeModelHandler(model_info, max_batch_size=batch_size)`.
       incremental: skip the images the tables under `output.root` already hold for this model and these
         settings, and keep their rows (`transforms.incremental`).
+      incremental_check: how `incremental` knows a file is unchanged: "mtime" (size, time, gs://
+        generation) or "content" (also the SHA-256 of files without a generation).
       progress_path: a local file that gets one byte per image accounted for (`pipeline.progress`).
     """
 
@@ -58,7 +63,7 @@ class GazeCrop(beam.PTransform):
                  max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
                  max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
                  handler: DeepGazeModelHandler | None = None, incremental: bool = False,
-                 progress_path: str | None = None):
+                 incremental_check: str = "mtime", progress_path: str | None = None):
         super().__init__()
         self._patterns = list(patterns)
         self._listed_uris = list(listed_uris)
@@ -70,17 +75,19 @@ class GazeCrop(beam.PTransform):
         self._max_input_bytes = max_input_bytes
         self._handler = handler or DeepGazeModelHandler(model_info, max_batch_size=batch_size)
         self._incremental = incremental
+        self._incremental_check = incremental_check
         self._progress_path = progress_path
         self._settings = settings_id(crop_config, output)
 
     def expand(self, pbegin):
         matched, match_errors = pbegin | "MatchImages" >> MatchImages(
             patterns=self._patterns, listed_uris=self._listed_uris, output_root=self._output.root)
+        matched = matched | "ListGenerations" >> ListGenerations()
         kept_rows, kept_errors, skipped = [], [], []
         if self._incremental:
             matched, old_rows, old_errors, done = matched | "SkipUnchanged" >> SkipUnchanged(
                 root=self._output.root, model_version=self._model_info.version, settings=self._settings,
-                focus=self._focus)
+                focus=self._focus, check=self._incremental_check)
             kept_rows, kept_errors, skipped = [old_rows], [old_errors], [done]
         sources, read_errors = matched | "ReadImages" >> ReadMatchedFiles(max_input_bytes=self._max_input_bytes)
         if self._focus:

@@ -16,6 +16,7 @@ import re
 from transforms.crop import (MAX_ASPECT_RATIOS, MAX_RATIO_SPREAD, MAX_RATIO_TERM, CropConfig,
                              parse_aspect_ratios)
 from transforms.decode import DEFAULT_MAX_MEGAPIXELS
+from transforms.incremental import INCREMENTAL_CHECKS
 from transforms.read import DEFAULT_MAX_INPUT_BYTES, absolute_uri
 from transforms.write import OUTPUT_FORMATS, OutputConfig
 
@@ -55,6 +56,7 @@ class RunOptions:
     focus: str | None = None
     incremental: bool = False
     max_failure_ratio: float = DEFAULT_MAX_FAILURE_RATIO
+    incremental_check: str = "mtime"
     progress: str = "auto"
     # --- streaming (pipeline/stream.py; add_streaming_options) ---
     streaming: bool = False
@@ -252,6 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "share of the files it processed failed (with --incremental: of the files this "
                              "run processed, not those skipped as unchanged); 0 fails on any failure, 1 never "
                              f"({_in_range('max_failure_ratio', '%(default)s')})")
+    parser.add_argument("--incremental_check", default="mtime", choices=INCREMENTAL_CHECKS,
+                        help="with --incremental, how a file is known to be unchanged: 'mtime' compares the "
+                             "size and modification time the listing reports, and on gs:// the object "
+                             "generation (exact: every write makes a new one); 'content' also reads each "
+                             "file without a generation (local, s3://) that looks unchanged and compares its "
+                             "SHA-256 with the table's source_sha256 (a read of every such file, no decode or "
+                             "model call): it catches a rewrite that kept size and time (cp "
+                             "--preserve=timestamps, touch -r) (default: %(default)s)")
     parser.add_argument("--progress", default="auto", choices=("auto", "on", "off"),
                         help="a progress bar on stderr while a local run works: 'auto' shows it when stderr "
                              "is a terminal and the runner is local (default: %(default)s)")
@@ -348,6 +358,9 @@ def parse(argv: list[str] | None) -> tuple[RunOptions, list[str]]:
     known, beam_args = parser.parse_known_args(argv)
     _check_ranges(parser, known)
     _check_streaming(parser, known)
+    if known.incremental_check != parser.get_default("incremental_check") and not known.incremental:
+        parser.error(f"--incremental_check needs --incremental. Received: --incremental_check="
+                     f"{known.incremental_check} without --incremental")
     _refuse_misspelled_options(parser, beam_args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = [f"--runner={DEFAULT_STREAMING_RUNNER if known.streaming else DEFAULT_RUNNER}", *beam_args]

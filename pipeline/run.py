@@ -122,7 +122,7 @@ def build(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeModelHandle
         crop_config=crop_config, focus=focus, output=output,
         batch_size=options.batch_size, max_megapixels=options.max_megapixels,
         max_input_bytes=options.max_input_bytes, handler=handler, incremental=options.incremental,
-        progress_path=progress_path)
+        incremental_check=options.incremental_check, progress_path=progress_path)
 
 
 def with_demo_inputs(options: RunOptions) -> RunOptions:

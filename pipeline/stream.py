@@ -49,6 +49,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipeline.options import RunOptions
 from pipeline.run import counters, focus_table
 from transforms.decode import DecodeImages
+from transforms.generations import ListGenerations
 from transforms.inference import DeepGazeModelHandler, ModelWatch, PredictSaliency, describe_model
 from transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA, read_parquet, table_files
 from transforms.read import MatchImages, ReadMatchedFiles, absolute_uri
@@ -132,6 +133,7 @@ def build_streaming(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeM
                     for i, pattern in enumerate(options.inputs)]
                    | "AllMatched" >> beam.Flatten())
     matched = (matched
+               | "ListGenerations" >> ListGenerations()  # listed gs:// files; notified ones carry theirs
                | "SkipRecorded" >> SkipRecorded(root=root)
                | "FirstDelivery" >> FirstDelivery())
     sources, read_errors = matched | "ReadMatchedFiles" >> ReadMatchedFiles(max_input_bytes=options.max_input_bytes)

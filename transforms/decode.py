@@ -386,7 +386,7 @@ class _DecodeFn(beam.DoFn):
             self._reduced.inc()
         yield DecodedImage(uri=source.uri, relpath=source.relpath, data=source.data, sha256=decoded.sha256,
                            source_width=decoded.source_width, source_height=decoded.source_height,
-                           pixels=decoded.pixels, modified_us=source.modified_us)
+                           pixels=decoded.pixels, modified_us=source.modified_us, generation=source.generation)
 
 
 class DecodeImages(beam.PTransform):

@@ -1,12 +1,26 @@
 """Nightly incremental runs (`--incremental`): crop only the images that are new or changed.
 
 **What makes an image done.** Its metadata rows in the existing table were made from the same file
-(`source_uri`, and the `source_size` and `source_modified` the listing reports now: the object
-generation of a local file, gs:// or s3:// object), by the same model (`model_version`), with the same
-crop settings (`config_id`: `settings_id` of every option that shapes a crop, plus the image's own
---focus hint) and under the same output name. Such an image is not read at all. Every other matched file
-is processed: new, changed, cropped with other settings, or failed last time (an error row is never
+(`source_uri`, and the `source_size` and `source_modified` the listing reports now; for a gs:// object
+also its `source_generation`, see `transforms.generations`), by the same model (`model_version`), with
+the same crop settings (`config_id`: `settings_id` of every option that shapes a crop, plus the image's
+own --focus hint) and under the same output name. Such an image is not read at all. Every other matched
+file is processed: new, changed, cropped with other settings, or failed last time (an error row is never
 a reason to skip: a storage hiccup deserves a retry, and a broken file costs only a failed decode).
+
+**Which version of a file** (`--incremental_check`):
+
+* `mtime` (default): the size and modification time the listing reports, and on gs:// the object
+  generation. A gs:// object gets a new generation with every write, so there this is exact. A local
+  file rewritten with other bytes of the same size whose modification time is then set back
+  (`cp --preserve=timestamps`, `touch -r`, `os.utime`, a restore from a backup) looks unchanged, as
+  does an s3:// object rewritten with the same size within the resolution of its listed time.
+* `content`: as `mtime`, then each file that looks unchanged and has no generation is read and its
+  SHA-256 compared with the rows' `source_sha256` (`content_unchanged`): a read of every such file, but
+  no decode and no model call. gs:// files need no read (their generation already decides).
+
+A gs:// row without a generation (a table written before `source_generation` existed, or a listing that
+failed) never counts as done: the first run after the upgrade crops such files again, once.
 
 **One row per key in the table a user reads.** The run rewrites the two tables, as one file each (the
 batch layout of `transforms.metadata`), from:
@@ -24,31 +38,70 @@ every image ends recorded exactly once. (The crops it had written are rewritten 
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Mapping
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.crop import Focus
+from transforms.generations import has_generations
 from transforms.metadata import table_path
 from transforms.read import MatchedFile
 from transforms.records import to_epoch_us
 from transforms.select import focus_key
 from transforms.write import image_config_id, relpath_of_output
 
+_LOGGER = logging.getLogger(__name__)
+
+
+# --incremental_check: how a file is known to be the version its rows were made from (module docstring).
+INCREMENTAL_CHECKS = ("mtime", "content")
+
 
 def is_done(file: MatchedFile, rows: list[dict], *, root: str, model_version: str, config_id: str) -> bool:
     """Whether the old metadata `rows` of `file`'s URI were made from this very file, model and settings,
-    under the output name it gets now. Unknown sizes or times (0) never count as the same."""
+    under the output name it gets now. Unknown sizes, times (0) or gs:// generations never count as the
+    same."""
     if not rows or not file.modified_us:
         return False
     return all(
-        row.get("source_size") == file.size_in_bytes
-        and to_epoch_us(row.get("source_modified")) == file.modified_us
+        _same_listing(file, row)
         and row.get("model_version") == model_version
         and row.get("config_id") == config_id
         and _output_relpath(root, row) == file.relpath
         for row in rows)
+
+
+def _same_listing(file: MatchedFile, row: dict) -> bool:
+    """The row was made from the file as listed now: same size and time, and on gs:// same generation
+    (a row without one, from an older table, is not known to be)."""
+    if row.get("source_size") != file.size_in_bytes or to_epoch_us(row.get("source_modified")) != file.modified_us:
+        return False
+    if has_generations(file.uri):
+        return bool(file.generation) and row.get("source_generation") == file.generation
+    return True
+
+
+def file_sha256(uri: str) -> str:
+    """The SHA-256 of the file's bytes as stored (as `source_sha256` is), read in chunks (never whole in
+    memory)."""
+    with FileSystems.open(uri, mime_type="application/octet-stream",
+                          compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def content_unchanged(file: MatchedFile, rows: list[dict]) -> bool:
+    """`--incremental_check=content`: whether the file's bytes now are those its rows were made from
+    (SHA-256). A file that cannot be read is not: it goes on to the read stage, which records why."""
+    try:
+        sha256 = file_sha256(file.uri)
+    except Exception as e:  # noqa: BLE001 (any read failure: the read stage retries and reports it)
+        _LOGGER.info("Could not hash %s for --incremental_check=content (%s): processing it", file.uri, e)
+        return False
+    return all(row.get("source_sha256") == sha256 for row in rows)
 
 
 def _output_relpath(root: str, row: dict) -> str | None:
@@ -68,13 +121,17 @@ class _SplitFn(beam.DoFn):
     KEPT_ERRORS = "kept_errors"
     SKIPPED = "skipped"  # the MatchedFiles that are done
 
-    def __init__(self, *, root: str, model_version: str, settings: str, focus: Mapping[str, Focus]):
+    def __init__(self, *, root: str, model_version: str, settings: str, focus: Mapping[str, Focus],
+                 check: str = "mtime"):
         self._root = root
         self._model_version = model_version
         self._settings = settings
         self._focus = focus
+        self._check = check
         self._skipped = beam.metrics.Metrics.counter("gazecrop", "files_skipped_unchanged")
         self._to_process = beam.metrics.Metrics.counter("gazecrop", "files_new_or_changed")
+        self._hashed = beam.metrics.Metrics.counter("gazecrop", "files_content_checked")
+        self._content_changed = beam.metrics.Metrics.counter("gazecrop", "files_content_changed")
 
     def process(self, keyed):
         _, grouped = keyed
@@ -88,7 +145,7 @@ class _SplitFn(beam.DoFn):
         file = files[0]  # MatchImages yields each URI once
         key = focus_key(self._focus, file.uri)
         config_id = image_config_id(self._settings, None if key is None else self._focus[key])
-        if is_done(file, rows, root=self._root, model_version=self._model_version, config_id=config_id):
+        if self._done(file, rows, config_id):
             self._skipped.inc()
             yield beam.pvalue.TaggedOutput(self.SKIPPED, file)
             for row in rows:
@@ -96,6 +153,19 @@ class _SplitFn(beam.DoFn):
         else:
             self._to_process.inc()
             yield file
+
+    def _done(self, file: MatchedFile, rows: list[dict], config_id: str) -> bool:
+        """`is_done`, then with --incremental_check=content the bytes of a file without a generation."""
+        if not is_done(file, rows, root=self._root, model_version=self._model_version, config_id=config_id):
+            return False
+        if self._check != "content" or file.generation:
+            return True
+        self._hashed.inc()
+        if content_unchanged(file, rows):
+            return True
+        self._content_changed.inc()
+        _LOGGER.info("%s has the recorded size and time but other content: cropping it again", file.uri)
+        return False
 
 
 def _old_rows(pbegin, root: str, name: str, label: str):
@@ -111,15 +181,19 @@ class SkipUnchanged(beam.PTransform):
 
     Applied to the `MatchedFile`s; returns `(to_process, kept_metadata_rows, kept_error_rows, skipped)`
     (see the module docstring for which old rows are kept; `skipped` are the files found done).
+    `check`: --incremental_check, one of INCREMENTAL_CHECKS (see the module docstring).
     """
 
     def __init__(self, *, root: str, model_version: str, settings: str,
-                 focus: Mapping[str, Focus] | None = None):
+                 focus: Mapping[str, Focus] | None = None, check: str = "mtime"):
         super().__init__()
+        if check not in INCREMENTAL_CHECKS:
+            raise ValueError(f"check must be one of {', '.join(INCREMENTAL_CHECKS)}. Received: check={check!r}")
         self._root = root
         self._model_version = model_version
         self._settings = settings
         self._focus = dict(focus or {})
+        self._check = check
 
     def expand(self, matched):
         pbegin = matched.pipeline
@@ -131,7 +205,8 @@ class SkipUnchanged(beam.PTransform):
              "errors": errors | "ErrorsByUri" >> beam.Map(lambda r: (r["source_uri"], r))}
             | "BySourceUri" >> beam.CoGroupByKey()
             | "Split" >> beam.ParDo(_SplitFn(root=self._root, model_version=self._model_version,
-                                             settings=self._settings, focus=self._focus)).with_outputs(
+                                             settings=self._settings, focus=self._focus,
+                                             check=self._check)).with_outputs(
                 _SplitFn.KEPT_METADATA, _SplitFn.KEPT_ERRORS, _SplitFn.SKIPPED, main="to_process"))
         return (results.to_process, results[_SplitFn.KEPT_METADATA], results[_SplitFn.KEPT_ERRORS],
                 results[_SplitFn.SKIPPED])

@@ -124,7 +124,8 @@ def predict_by_shape(model: Any, images: Sequence[DecodedImage], model_version: 
             results[i] = SaliencyImage(
                 uri=image.uri, relpath=image.relpath, data=image.data, sha256=image.sha256,
                 source_width=image.source_width, source_height=image.source_height,
-                log_density=log_density[row], model_version=model_version, modified_us=image.modified_us)
+                log_density=log_density[row], model_version=model_version, modified_us=image.modified_us,
+                generation=image.generation)
     return results
 
 

@@ -36,6 +36,9 @@ METADATA_SCHEMA = pa.schema([
     pa.field("source_sha256", pa.string(), nullable=False),
     pa.field("source_size", pa.int64(), nullable=False),  # bytes
     pa.field("source_modified", _TIMESTAMP, nullable=True),  # as the listing reported it; null: unknown
+    # The gs:// object generation the listing reported (transforms/generations.py); null: none known (local
+    # files, s3://, and every row of a table written before this column existed).
+    pa.field("source_generation", pa.string(), nullable=True),
     pa.field("source_width", pa.int32(), nullable=False),  # after EXIF orientation
     pa.field("source_height", pa.int32(), nullable=False),
     pa.field("aspect_ratio", pa.string(), nullable=False),  # "16:9"

@@ -58,12 +58,13 @@ class NotARegularFileError(OSError):
 
 
 class MatchedFile(NamedTuple):
-    """A matched input file, its output relpath (`transforms.paths`), and the size and modification
-    time the match (or a storage notification) reported."""
+    """A matched input file, its output relpath (`transforms.paths`), and the size, modification time
+    and object generation the match (or a storage notification) reported."""
     uri: str
     relpath: str
     size_in_bytes: int
     modified_us: int = 0  # last modification, microseconds since the epoch (0: unknown)
+    generation: str = ""  # gs:// object generation (`transforms.generations`); "": none known
 
 
 def absolute_uri(uri: str) -> str:
@@ -287,7 +288,8 @@ class _ReadFn(beam.DoFn):
         self._read.inc()
         self._bytes.inc(len(data))
         self._time.update(int((time.perf_counter() - start) * 1e6))
-        yield SourceFile(uri=matched.uri, relpath=matched.relpath, data=data, modified_us=matched.modified_us)
+        yield SourceFile(uri=matched.uri, relpath=matched.relpath, data=data, modified_us=matched.modified_us,
+                         generation=matched.generation)
 
 
 class MatchImages(beam.PTransform):

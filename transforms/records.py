@@ -20,6 +20,7 @@ class SourceFile(NamedTuple):
     relpath: str  # path relative to its input root; names the outputs
     data: bytes
     modified_us: int = 0  # last modification as listed, microseconds since the epoch (0: unknown)
+    generation: str = ""  # gs:// object generation as listed (`transforms.generations`); "": none known
 
 
 class DecodedImage(NamedTuple):
@@ -32,6 +33,7 @@ class DecodedImage(NamedTuple):
     source_height: int
     pixels: np.ndarray  # uint8 RGB (h, w, 3) at the model's input size
     modified_us: int = 0
+    generation: str = ""
 
 
 class SaliencyImage(NamedTuple):
@@ -45,6 +47,7 @@ class SaliencyImage(NamedTuple):
     log_density: np.ndarray  # float32 (h, w), logsumexp == 0
     model_version: str
     modified_us: int = 0
+    generation: str = ""
 
 
 class CroppedImage(NamedTuple):

@@ -14,11 +14,10 @@
   each file is emitted once, when first seen.
 
 Each becomes a `transforms.read.MatchedFile` whose relpath is the object name relative to the input
-root (the prefix, or the glob's directory before its first wildcard), made safe by
-`transforms.paths.safe_relpath`; with no prefix, a notification's relpath is `<bucket>/<object name>`.
-Unlike a batch run, a streaming job never sees all names at once, so names that collide only on a
-case-insensitive store are not told apart (gs:// is case-sensitive); an object uploaded again replaces
-its crops.
+root (the prefix, or the glob's directory before its first wildcard), named by
+`transforms.paths.output_relpath` as in batch runs (so a catch-up listing and a notification name one
+object alike, and names that collide only on a case-insensitive store are told apart); with no prefix, a
+notification's relpath is `<bucket>/<object name>`. An object uploaded again replaces its crops.
 
 **Tables.** `WriteToParquet` needs bounded input, so a streaming job writes each table per fixed
 window with `fileio.WriteToFiles` and `ParquetSink`. A row's window is that of its `processed_at` (when
@@ -145,7 +144,8 @@ def parse_notification(data: bytes | None, attributes: dict[str, str] | None) ->
         except ValueError as e:
             raise MalformedNotificationError(f"payload updated {payload['updated']!r} is not RFC 3339") from e
     return Notification(event_type=event_type, bucket=bucket, name=name, size_in_bytes=size,
-                        modified_us=updated, generation=str(attributes.get("objectGeneration", "")))
+                        modified_us=updated,
+                        generation=str(attributes.get("objectGeneration") or payload.get("generation") or ""))
 
 
 def notification_source(message: Any, subscription: str) -> str:
@@ -170,7 +170,7 @@ def notification_to_file(notification: Notification, *, input_prefix: str | None
         return None
     relpath = uri[len(input_prefix):] if input_prefix else f"{notification.bucket}/{notification.name}"
     return MatchedFile(uri=uri, relpath=output_relpath(uri, relpath), size_in_bytes=notification.size_in_bytes,
-                       modified_us=notification.modified_us)
+                       modified_us=notification.modified_us, generation=notification.generation)
 
 
 class _ParseNotificationsFn(beam.DoFn):

@@ -286,6 +286,7 @@ def write_crops(item: CroppedImage, config: OutputConfig, settings: str = "") ->
             "source_sha256": image.sha256,
             "source_size": len(image.data),
             "source_modified": from_epoch_us(image.modified_us),
+            "source_generation": image.generation or None,
             "source_width": image.source_width,
             "source_height": image.source_height,
             "aspect_ratio": crop.aspect_ratio,
