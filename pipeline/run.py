@@ -4,7 +4,8 @@
 
 Without --input (and --input_list) it crops a few demo images it draws itself into ./gazecrop-out.
 The run exits 0 when the pipeline completes, whatever the number of failed images: failures are rows
-of ROOT/errors/, counted by stage and reason in the summary.
+of ROOT/errors/, counted by stage and reason in the summary. A run whose output root another run is
+writing (its lock `ROOT/_gazecrop.lock`, see pipeline/lock.py) refuses before any work and exits 75.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 
 from pipeline.compose import GazeCrop
 from pipeline.demo import write_demo_images
+from pipeline.lock import EXIT_LOCKED, LockHeldError, root_lock
 from pipeline.options import RunOptions, parse
 from pipeline.progress import LOCAL_RUNNERS, ProgressBar, count_inputs
 from transforms.crop import read_focus_table
@@ -150,13 +152,21 @@ def progress_bar(options: RunOptions, pipeline_options: PipelineOptions):
 
 
 def run(argv: list[str] | None = None) -> Summary:
+    argv = sys.argv[1:] if argv is None else list(argv)
     options, beam_args = parse(argv)
     if options.streaming:  # until stopped; tables per window (pipeline/stream.py)
         from pipeline.stream import run_streaming
-        return run_streaming(options, beam_args)
+        return run_streaming(options, beam_args, argv=argv)
+    pipeline_options = PipelineOptions(beam_args)
+    # One run at a time writes ROOT's tables (pipeline/lock.py); a job only built, not run, writes none.
+    with contextlib.nullcontext() if built_only(pipeline_options) else root_lock(options.output, argv):
+        return run_batch(options, pipeline_options)
+
+
+def run_batch(options: RunOptions, pipeline_options: PipelineOptions) -> Summary:
+    """Run the batch job to its end (this process waits for it, on any runner), print the summary."""
     if options.demo:
         options = with_demo_inputs(options)
-    pipeline_options = PipelineOptions(beam_args)
     with progress_bar(options, pipeline_options) as bar:
         with beam.Pipeline(options=pipeline_options) as p:
             build(p, options, progress_path=bar.path if bar else None)
@@ -192,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         run(sys.argv[1:] if argv is None else argv)
+    except LockHeldError as exc:  # another run writes this root: nothing was done, nothing to diagnose
+        print(f"gazecrop: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     except Exception as exc:  # the whole run failed: the traceback for diagnosis, then the plain words last
         _LOGGER.error("the run failed", exc_info=True)
         for line in failure_lines(exc):
