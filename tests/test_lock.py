@@ -116,8 +116,9 @@ def test_second_overlapping_run_refuses_writes_nothing_and_the_first_completes(f
     metadata, errors = read_tables(root)
     assert_accounted(metadata, errors, first_inputs, ["1:1"])
     assert not errors
-    assert sorted(p.name for p in (root / "crops" / "1x1").rglob("*.jpg")) == \
-        sorted(f"{Path(p).name}.jpg" for p in first_inputs)
+    # The crops are the first run's, one per row: none of the second run's inputs was cropped.
+    assert sorted(str(p) for p in (root / "crops").rglob("*") if p.is_file()) == \
+        sorted(r["output_uri"] for r in metadata)
     assert not (root / LOCK).exists()
 
 
