@@ -360,8 +360,8 @@ def refusal(uri: str, holder: Holder | None, remove_command: str) -> str:
                f"started {holder.started}",
                f"  its command: {holder.command}"]
     else:
-        who = ["  holder: not named (the lock file is empty or damaged: its writer may have been stopped while "
-               "creating it)"]
+        who = ["  holder: not named (the lock is empty or damaged: another run may be creating it at this "
+               "moment, or its writer was stopped while creating it)"]
     return "\n".join([
         "another run is writing this output root, so this run did nothing (two runs writing one root's "
         "tables at once would lose one run's rows)",
