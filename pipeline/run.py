@@ -3,7 +3,8 @@
     gazecrop run --input 'photos/**/*.jpg' --output out/ [--aspect_ratios 1:1,16:9] [Beam options]
 
 Without --input (and --input_list) it crops a few demo images it draws itself into ./gazecrop-out.
-Failed images are rows of ROOT/errors/, counted by stage and reason in the summary.
+Failed images are rows of ROOT/errors/, counted by stage and reason in the summary. One run at a time
+writes an output root: a run holds its lock `ROOT/_gazecrop.lock` (pipeline/lock.py) while it works.
 
 Exit status (`main`):
 
@@ -13,7 +14,8 @@ Exit status (`main`):
 * 2: a usage error found before any work: an option out of its range (argparse), a bad --focus table;
 * 3: --input and --input_list name no file: nothing was done, no table written;
 * 4: more than --max_failure_ratio of the files this run processed failed (with --incremental, the files
-  skipped as unchanged do not count): both tables are written, the summary says which rule failed.
+  skipped as unchanged do not count): both tables are written, the summary says which rule failed;
+* 75: another run holds the lock of the output root: nothing was done (run again later).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 
 from pipeline.compose import GazeCrop
 from pipeline.demo import write_demo_images
+from pipeline.lock import LockHeldError, root_lock
 from pipeline.options import RunOptions, parse
 from pipeline.progress import LOCAL_RUNNERS, ProgressBar, count_inputs
 from transforms.crop import FocusTableError, read_focus_rows
@@ -50,6 +53,7 @@ EXIT_RUN_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOTHING_MATCHED = 3
 EXIT_TOO_MANY_FAILURES = 4
+EXIT_LOCKED = 75  # another run holds the output root's lock (sysexits' EX_TEMPFAIL: try again later)
 
 
 class NothingMatchedError(Exception):
@@ -219,13 +223,21 @@ def progress_bar(options: RunOptions, pipeline_options: PipelineOptions):
 
 
 def run(argv: list[str] | None = None) -> Summary:
+    argv = sys.argv[1:] if argv is None else list(argv)
     options, beam_args = parse(argv)
     if options.streaming:  # until stopped; tables per window (pipeline/stream.py)
         from pipeline.stream import run_streaming
-        return run_streaming(options, beam_args)
+        return run_streaming(options, beam_args, argv=argv)
+    pipeline_options = PipelineOptions(beam_args)
+    # One run at a time writes ROOT's tables (pipeline/lock.py); a job only built, not run, writes none.
+    with contextlib.nullcontext() if built_only(pipeline_options) else root_lock(options.output, argv):
+        return run_batch(options, pipeline_options)
+
+
+def run_batch(options: RunOptions, pipeline_options: PipelineOptions) -> Summary:
+    """Run the batch job to its end (this process waits for it, on any runner), print the summary."""
     if options.demo:
         options = with_demo_inputs(options)
-    pipeline_options = PipelineOptions(beam_args)
     if not built_only(pipeline_options):  # a job only built (Dataflow --dry_run, a template) reads nothing
         check_inputs_match(options)
     with progress_bar(options, pipeline_options) as bar:
@@ -272,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     except NothingMatchedError as exc:
         print(f"gazecrop run: {exc}", file=sys.stderr)
         return EXIT_NOTHING_MATCHED
+    except LockHeldError as exc:  # another run writes this root: nothing was done, nothing to diagnose
+        print(f"gazecrop: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     except Exception as exc:  # the whole run failed: the traceback for diagnosis, then the plain words last
         _LOGGER.error("the run failed", exc_info=True)
         for line in failure_lines(exc):

@@ -46,6 +46,7 @@ from collections.abc import Callable
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from pipeline.lock import root_lock
 from pipeline.options import RunOptions
 from pipeline.run import counters, focus_table
 from transforms.decode import DecodeImages
@@ -268,11 +269,19 @@ def _wait(ended: threading.Event, seconds: float | None, stop: Callable[[], bool
 
 
 def run_streaming(options: RunOptions, beam_args: list[str], *,
-                  stop_when: Callable[[dict], bool] | None = None) -> StreamSummary:
+                  stop_when: Callable[[dict], bool] | None = None, argv: list[str] | None = None) -> StreamSummary:
     """Build and start the streaming job; stop it after --streaming_duration_secs, on Ctrl-C or when
-    `stop_when(counters)` is true (tests); let what was received settle; cancel; print the summary."""
+    `stop_when(counters)` is true (tests); let what was received settle; cancel; print the summary.
+    Holds the lock of the output root (pipeline/lock.py) for the job's whole life; `argv`: the command
+    line it names."""
     pipeline_options = PipelineOptions(beam_args)
     check_runner(options, pipeline_options)
+    with root_lock(options.output, argv):
+        return _run_locked(options, pipeline_options, stop_when)
+
+
+def _run_locked(options: RunOptions, pipeline_options: PipelineOptions,
+                stop_when: Callable[[dict], bool] | None) -> StreamSummary:
     live_counters = _runner_name(pipeline_options) not in DIRECT_RUNNERS
     p = beam.Pipeline(options=pipeline_options)
     run_id = new_run_id()
