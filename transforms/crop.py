@@ -38,7 +38,19 @@ Ratio = tuple[int, int]
 
 DEFAULT_ASPECT_RATIOS: tuple[Ratio, ...] = ((1, 1), (16, 9), (9, 16), (4, 5))
 
-_RATIO_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+# W:H, and the spellings people type: WxH (the output folders' own names), W/H; terms may be decimals.
+_RATIO_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[:xX/]\s*(\d+(?:\.\d+)?)\s*$")
+
+
+def _whole_terms(width: str, height: str) -> Ratio:
+    """Two decimal terms as the whole-number ratio they write: scaled by the same power of ten until
+    both are whole, then reduced only by that scale (`1.91`, `1` -> 191:100; `1.5`, `1` -> 3:2;
+    `16`, `9` -> 16:9, and whole terms are kept as written: `2:2` stays 2:2)."""
+    decimals = max(len(t.partition(".")[2]) for t in (width, height))
+    scale = 10 ** decimals
+    a, b = round(float(width) * scale), round(float(height) * scale)
+    g = math.gcd(math.gcd(a, b), scale)
+    return a // g, b // g
 
 # Limits of --aspect_ratios. A term up to 10000 writes any ratio to four digits (1.91:1 as 191:100,
 # 1.618:1 as 1618:1000); a ratio past 100:1 (or 1:100) leaves a strip a few pixels wide of an ordinary
@@ -65,9 +77,11 @@ def ratio_problem(a: int, b: int) -> Optional[str]:
 def parse_aspect_ratios(text: Union[str, Sequence[str]]) -> tuple[Ratio, ...]:
     """Parses ``"1:1,16:9,9:16,4:5"`` into ``((1, 1), (16, 9), (9, 16), (4, 5))``.
 
-    Each ratio is two whole numbers ``W:H`` (``ratio_problem`` gives their range); a list of such
-    strings is accepted too, at most ``MAX_ASPECT_RATIOS`` ratios. Raises ``ValueError`` naming the bad
-    part for anything else (empty text, ``16/9``, ``0:1``, ``1.91:1``, ``1000:1``, the same ratio twice).
+    Each ratio is two numbers ``W:H``, also written ``WxH`` (an output folder's name) or ``W/H``; decimal
+    terms become whole numbers (``1.91:1`` -> ``(191, 100)``, labelled ``191:100``; ``_whole_terms``), whose
+    range ``ratio_problem`` gives; a list of such strings is accepted too, at most ``MAX_ASPECT_RATIOS``
+    ratios. Raises ``ValueError`` naming the bad part for anything else (empty text, ``0:1``, ``16-9``,
+    ``1000:1``, the same ratio twice).
     """
     if isinstance(text, str):
         parts = text.split(",")
@@ -81,9 +95,9 @@ def parse_aspect_ratios(text: Union[str, Sequence[str]]) -> tuple[Ratio, ...]:
         match = _RATIO_RE.match(part)
         if not match:
             raise ValueError(
-                f"Bad aspect ratio {part.strip()!r}: expected two whole numbers WIDTH:HEIGHT such as "
-                f"16:9 (write 1.91:1 as 191:100). Received: {text!r}")
-        a, b = int(match.group(1)), int(match.group(2))
+                f"Bad aspect ratio {part.strip()!r}: expected WIDTH:HEIGHT such as 16:9, 16x9, 16/9 or "
+                f"1.91:1. Received: {text!r}")
+        a, b = _whole_terms(match.group(1), match.group(2))
         problem = ratio_problem(a, b)
         if problem:
             raise ValueError(f"Bad aspect ratio {part.strip()!r}: {problem}. Received: {text!r}")
