@@ -1,8 +1,11 @@
-"""The `gazecrop run` command line: gazecrop's own options; every other argument goes to Beam.
+"""The `gazecrop run` command line: gazecrop's own options, inputs, and Beam's pipeline options.
 
-`parse(argv)` splits the command line with `parse_known_args`: the options below become a `RunOptions`,
-everything else (`--runner`, `--direct_num_workers`, `--direct_running_mode`, `--project`, ...) is
-passed to Beam's `PipelineOptions` untouched.
+`parse(argv)` reads the options below into a `RunOptions`; the inputs are `--input` values (several after
+one --input, as an unquoted shell glob gives) and positional arguments (`gazecrop run photos/*.jpg`); a
+folder stands for every file under it. Beam's own options (`--runner`, `--direct_num_workers`,
+`--project`, ... as Beam's parser knows them: `pipeline.beam_options`) are passed to Beam's
+`PipelineOptions` as written; anything else is refused with a suggestion. Every error is one line naming
+the option and what it accepts (exit status 2), before any work.
 """
 
 from __future__ import annotations
@@ -11,14 +14,24 @@ import argparse
 import dataclasses
 import difflib
 import math
+import os
 import re
+import sys
 
+from pipeline.beam_options import add_beam_options, beam_option_arity
 from transforms.crop import (MAX_ASPECT_RATIOS, MAX_RATIO_SPREAD, MAX_RATIO_TERM, CropConfig,
                              parse_aspect_ratios)
 from transforms.decode import DEFAULT_MAX_MEGAPIXELS
 from transforms.incremental import INCREMENTAL_CHECKS
 from transforms.read import DEFAULT_MAX_INPUT_BYTES, absolute_uri
 from transforms.write import OUTPUT_FORMATS, OutputConfig
+
+# --model names besides a readout weights file (model.loading.BUNDLED and "tiny"; not imported from there:
+# that module imports Keras, seconds before the first line of output).
+MODEL_NAMES = ("default", "fast", "tiny")
+
+# Other spellings of the --output_format values (the file extensions people type).
+OUTPUT_FORMAT_ALIASES = {"jpg": "jpeg", "jpe": "jpeg"}
 
 DEFAULT_OUTPUT = "gazecrop-out"
 DEFAULT_ASPECT_RATIOS = "1:1,16:9,9:16,4:5"
@@ -58,6 +71,7 @@ class RunOptions:
     max_failure_ratio: float = DEFAULT_MAX_FAILURE_RATIO
     incremental_check: str = "mtime"
     progress: str = "auto"
+    verbose: bool = False
     # --- streaming (pipeline/stream.py; add_streaming_options) ---
     streaming: bool = False
     input_subscription: str | None = None
@@ -178,20 +192,61 @@ def _flag(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
+def _output_format(text: str) -> str:
+    """--output_format, case-insensitive, with the extensions people type (`jpg`) as aliases."""
+    value = OUTPUT_FORMAT_ALIASES.get(text.lower(), text.lower())
+    if value not in OUTPUT_FORMATS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(OUTPUT_FORMATS)} (or jpg). "
+                                         f"Received: {text!r}")
+    return value
+
+
+def _model(text: str) -> str:
+    """--model: one of `MODEL_NAMES`, or a readout weights file that exists (checked before any work)."""
+    if text in MODEL_NAMES or os.path.isfile(text):
+        return text
+    close = difflib.get_close_matches(text, MODEL_NAMES, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise argparse.ArgumentTypeError(f"expected {', '.join(MODEL_NAMES)} or a readout weights file "
+                                     f"(*.weights.h5) that exists{hint}. Received: {text!r}")
+
+
+def folder_as_pattern(path: str) -> str:
+    """An input naming a folder (a local directory, or any URI ending with '/') as the pattern of every
+    file under it (`photos/portrait` -> `photos/portrait/**`), its wildcard characters written literally
+    (`transforms.read.glob_regex`); any other input unchanged."""
+    if not (path.endswith("/") or ("://" not in path and os.path.isdir(path))):
+        return path
+    literal = "".join(f"[{c}]" if c in "*?[" else c for c in path.rstrip("/"))
+    return literal + "/**"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (no usage dump before it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gazecrop run", allow_abbrev=False,
         description="Crop images to aspect ratios, keeping what people look at. Options not listed "
                     "here are Apache Beam pipeline options (--runner, --direct_num_workers, ...).",
         epilog="exit status: 0 done; 1 the run failed as a whole (the tables are the last finished run's); "
                "2 usage error (an option, a --focus table), nothing done; 3 --input and --input_list "
                "name no file, nothing done; 4 more than --max_failure_ratio of the files processed "
-               "failed (both tables written; the summary says so)")
-    parser.add_argument("--input", dest="inputs", action="append", default=[], metavar="PATTERN",
-                        help="files to crop: a path, a glob (photos/**/*.jpg) or a gs:// or s3:// "
-                             "pattern; repeat for several. Outputs keep each file's path relative to "
-                             "the pattern's directory before its first wildcard. Without --input and "
-                             "--input_list, gazecrop crops its built-in demo images.")
+               "failed (both tables written; the summary says so); 75 another run holds the output root's lock, nothing "
+               "done; 130 interrupted (Ctrl-C): crops written so far are complete, rerun with --incremental")
+    parser.add_argument("paths", nargs="*", metavar="INPUT",
+                        help="files, folders or patterns to crop, as --input takes them")
+    parser.add_argument("--input", dest="inputs", action="extend", nargs="+", default=[], metavar="PATTERN",
+                        help="files to crop: paths (several after one --input, as a shell glob gives), a "
+                             "folder (every file under it, recursively; files that are not images become "
+                             "error rows), a glob (photos/**/*.jpg) or a gs:// or s3:// pattern; repeatable. "
+                             "Outputs keep each file's path relative to the pattern's directory before its "
+                             "first wildcard (a folder's: the folder). Without inputs, gazecrop crops its "
+                             "built-in demo images.")
     parser.add_argument("--input_list", default=None, metavar="FILE",
                         help="a file (any filesystem) listing one URI per line ('#' comments); outputs "
                              "keep each path relative to the listed URIs' common directory")
@@ -199,18 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output root (local path, gs://, s3://): crops/, metadata/, errors/, "
                              "saliency/ (default: %(default)s)")
     parser.add_argument("--aspect_ratios", default=DEFAULT_ASPECT_RATIOS, type=_aspect_ratios,
-                        help=f"comma-separated W:H ratios, one crop each: at most {MAX_ASPECT_RATIOS}, each "
+                        help=f"comma-separated W:H ratios (also WxH, W/H, and decimals: 1.91:1 is "
+                             f"191:100), one crop each: at most {MAX_ASPECT_RATIOS}, each "
                              f"term a whole number 1..{MAX_RATIO_TERM}, each ratio within 1:{MAX_RATIO_SPREAD}"
                              f"..{MAX_RATIO_SPREAD}:1 (default: %(default)s)")
-    parser.add_argument("--output_format", default="jpeg", choices=OUTPUT_FORMATS,
-                        help="crop file format; 'source' keeps JPEG, PNG and WebP sources in their "
-                             "format and writes others as PNG (default: %(default)s)")
+    parser.add_argument("--output_format", default="jpeg", type=_output_format,
+                        help=f"crop file format: {', '.join(OUTPUT_FORMATS)} (jpg, any case, is jpeg); "
+                             "'source' keeps JPEG, PNG and WebP sources in their format and writes others "
+                             "as PNG (default: %(default)s)")
     parser.add_argument("--jpeg_quality", default=90, type=int,
                         help=f"JPEG (and WebP) quality ({_in_range('jpeg_quality', '%(default)s')})")
     parser.add_argument("--max_output_side", default=0, type=int,
                         help="downscale crops so their longer side is at most this many pixels; "
                              f"never upscales ({_in_range('max_output_side', '%(default)s')})")
-    parser.add_argument("--model", default="default",
+    parser.add_argument("--model", default="default", type=_model,
                         help="'default' (bundled weights), 'fast' (bundled pruned, distilled model: about 16x "
                              "faster, short side 128), 'tiny' (random test model) or a readout weights file "
                              "(default: %(default)s)")
@@ -265,7 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--progress", default="auto", choices=("auto", "on", "off"),
                         help="a progress bar on stderr while a local run works: 'auto' shows it when stderr "
                              "is a terminal and the runner is local (default: %(default)s)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="leave TensorFlow's, Beam's and the workers' own messages on the console "
+                             "(by default they go to a log file, named when the run fails; the "
+                             "environment variable GAZECROP_VERBOSE=1 does the same)")
     add_streaming_options(parser)
+    add_beam_options(parser)
     return parser
 
 
@@ -339,29 +401,33 @@ def _check_streaming(parser: argparse.ArgumentParser, known: argparse.Namespace)
         parser.error("--catch_up lists --input_prefix: give --input_prefix gs://BUCKET/PREFIX/")
 
 
-def _refuse_misspelled_options(parser: argparse.ArgumentParser, beam_args: list[str]) -> None:
-    """An argument we pass on to Beam that is one typo away from one of ours is a mistake
-    (`--aspect_ratio 1:1` would otherwise reach Beam, which discards it with a warning)."""
-    ours = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
-    for arg in beam_args:
-        if not arg.startswith("--"):
-            continue
-        flag = arg.split("=", 1)[0]
-        close = difflib.get_close_matches(flag, ours, n=1, cutoff=0.85)
-        if close:
-            parser.error(f"unknown option {flag}; did you mean {close[0]}?")
+def _refuse_unknown_options(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+    """Refuse what neither gazecrop nor Beam knows (Beam would discard it with a warning), suggesting
+    the closest option of either (`--aspect_ratio` -> `--aspect_ratios`)."""
+    if not unknown:
+        return
+    flag = unknown[0].split("=", 1)[0]
+    ours = [o for action in parser._actions for o in action.option_strings
+            if o.startswith("--") and action.help != argparse.SUPPRESS]
+    close = (difflib.get_close_matches(flag, ours, n=1, cutoff=0.7)
+             or difflib.get_close_matches(flag, list(beam_option_arity()), n=1, cutoff=0.7))
+    hint = (f"did you mean {close[0]}?" if close
+            else "`gazecrop run --help` lists gazecrop's options; Apache Beam's pass through.")
+    parser.error(f"unknown option {flag}: {hint} Received: {' '.join(unknown)}")
 
 
 def parse(argv: list[str] | None) -> tuple[RunOptions, list[str]]:
     """gazecrop's options and the remaining (Beam) arguments, with the default runner added."""
     parser = build_parser()
-    known, beam_args = parser.parse_known_args(argv)
+    known, unknown = parser.parse_known_intermixed_args(sys.argv[1:] if argv is None else argv)
+    _refuse_unknown_options(parser, unknown)
+    known.inputs = [folder_as_pattern(p) for p in [*known.inputs, *known.paths]]
+    beam_args = known.beam_args
     _check_ranges(parser, known)
     _check_streaming(parser, known)
     if known.incremental_check != parser.get_default("incremental_check") and not known.incremental:
         parser.error(f"--incremental_check needs --incremental. Received: --incremental_check="
                      f"{known.incremental_check} without --incremental")
-    _refuse_misspelled_options(parser, beam_args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = [f"--runner={DEFAULT_STREAMING_RUNNER if known.streaming else DEFAULT_RUNNER}", *beam_args]
     if known.streaming:

@@ -17,7 +17,7 @@ def test_gazecrop_options_and_beam_options_are_split():
     assert options.inputs == ("a/*.jpg", "gs://b/*.png")
     assert options.aspect_ratios == ((1, 1), (3, 2))
     assert options.batch_size == 4
-    assert beam_args == ["--runner=FnApiRunner", "--direct_num_workers", "2"]
+    assert beam_args == ["--runner=FnApiRunner", "--direct_num_workers=2"]
     _, beam_args = parse(["--runner=DirectRunner"])
     assert beam_args == ["--runner=DirectRunner"]
     with pytest.raises(SystemExit):
@@ -44,7 +44,7 @@ def test_misspelled_gazecrop_options_are_refused_not_passed_to_beam(capsys):
         parse(["--aspect_ratio", "1:1"])
     assert "did you mean --aspect_ratios?" in capsys.readouterr().err
     _, beam_args = parse(["--direct_num_workers=2", "--project", "p"])  # Beam's own stay Beam's
-    assert beam_args[1:] == ["--direct_num_workers=2", "--project", "p"]
+    assert beam_args[1:] == ["--direct_num_workers=2", "--project=p"]
 
 
 def test_demo_run_without_input_writes_demo_crops(tmp_path, capsys):
