@@ -1,16 +1,48 @@
-"""The `gazecrop` command: `gazecrop run|bench|report ...`."""
+"""The `gazecrop` command: `gazecrop run|bench|report ...`, `gazecrop help [COMMAND]`, `gazecrop --version`."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 
 USAGE = """usage: gazecrop COMMAND [options]
 
 commands:
-  run      crop images (python -m pipeline.run); `gazecrop run --help` for its options
+  run      crop images: gazecrop run photos/*.jpg [--output ROOT]; `gazecrop help run` for its options
   bench    benchmark the pipeline against the model alone (python -m pipeline.bench)
   report   an HTML report of a run's output root (gazecrop report ROOT)
+  help     this text; `gazecrop help COMMAND` for a command's options
+
+gazecrop --version prints the installed version.
 """
+
+COMMANDS = ("run", "bench", "report")
+
+
+def version() -> str:
+    """The installed gazecrop distribution's version ("unknown" when run from a checkout not installed)."""
+    try:
+        return importlib.metadata.version("gazecrop")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def run_command(rest: list[str]) -> int:
+    """`gazecrop run`, its console quiet (pipeline/console.py) from before Beam and TensorFlow load;
+    the log is named when the run did not succeed."""
+    from pipeline import console
+    with console.quiet(rest) as log_path:
+        from pipeline.run import main as run_main
+        try:
+            status = run_main(rest)
+        except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed
+            status = exc.code if isinstance(exc.code, int) else 1
+        hint = console.log_hint(log_path) if status not in (0, 2) else None
+        if hint:
+            print(hint, file=sys.stderr)
+    if status == 0 or status == 2:  # a usage error's log holds nothing the one-line message lacks
+        console.discard_log(log_path)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,9 +51,16 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command in ("--version", "version"):
+        print(f"gazecrop {version()}")
+        return 0
+    if command == "help":
+        if rest and rest[0] in COMMANDS:
+            return main([rest[0], "--help"])
+        print(USAGE, end="")
+        return 0 if not rest else 2
     if command == "run":
-        from pipeline.run import main as run_main
-        return run_main(rest)
+        return run_command(rest)
     if command == "bench":
         from pipeline.bench import main as bench_main
         return bench_main(rest)
