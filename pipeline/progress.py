@@ -76,13 +76,37 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def render(done: int, total: int, elapsed: float, width: int = 30) -> str:
-    """One line of the bar: `[#####.....] 120/2000 images  5.1/s  ETA 6m08s`."""
+# No rate (and no ETA) is shown until this many images are done after the first: the first ones wait
+# for the model to load in the workers, so a rate over them is no measure of the rest.
+MEASURED_AFTER = 3
+
+
+def render(done: int, total: int, elapsed: float, rate: float | None = None, width: int = 30) -> str:
+    """One line of the bar: `[#####.....] 120/2000 images  5.1/s  ETA 6m08s`; without a measured
+    `rate` (images per second) only the time elapsed; once all are done, the time taken."""
     share = min(done / total, 1.0) if total else 0.0
     filled = int(round(width * share))
-    rate = done / elapsed if elapsed > 0 else 0.0
-    eta = f"ETA {_duration((total - done) / rate)}" if rate > 0 and done < total else f"{_duration(elapsed)}"
-    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} images  {rate:.1f}/s  {eta}"
+    speed = f"  {rate:.1f}/s" if rate else ""
+    eta = f"ETA {_duration((total - done) / rate)}" if rate and done < total else _duration(elapsed)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} images{speed}  {eta}"
+
+
+class RateMeter:
+    """Images per second measured from the first image done (not from the start: the model loads
+    first), known once `MEASURED_AFTER` more are done."""
+
+    def __init__(self):
+        self._first: tuple[float, int] | None = None  # (time, done) when an image was first seen done
+
+    def rate(self, done: int, now: float) -> float | None:
+        if self._first is None:
+            if done:
+                self._first = (now, done)
+            return None
+        since, done_then = self._first
+        if done - done_then < MEASURED_AFTER or now <= since:
+            return None
+        return (done - done_then) / (now - since)
 
 
 class ProgressBar:
@@ -103,6 +127,7 @@ class ProgressBar:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="gazecrop-progress", daemon=True)
         self._start = 0.0
+        self._meter = RateMeter()
 
     def done(self) -> int:
         try:
@@ -111,9 +136,10 @@ class ProgressBar:
             return 0
 
     def _draw(self, final: bool = False) -> None:
-        line = render(self.done(), self._total, time.monotonic() - self._start)
-        if self._tty:
-            self._stream.write("\r" + line + ("\n" if final else ""))
+        done, now = self.done(), time.monotonic()
+        line = render(done, self._total, now - self._start, rate=self._meter.rate(done, now))
+        if self._tty:  # redrawn in place; `ESC [K` clears what a longer line left to the right
+            self._stream.write("\r" + line + "\x1b[K" + ("\n" if final else ""))
         else:
             self._stream.write("gazecrop: " + line + "\n")
         self._stream.flush()

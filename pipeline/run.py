@@ -11,11 +11,13 @@ Exit status (`main`):
 * 0: the run finished and at most --max_failure_ratio of the files it processed failed;
 * 1: the run failed as a whole (storage unreachable, a worker lost, ...): the tables are still those of
   the last run that finished;
-* 2: a usage error found before any work: an option out of its range (argparse), a bad --focus table;
+* 2: a usage error found before any work: an unknown option, a value out of its range (argparse), a
+  --model that is no model, an unreadable --input_list, a bad --focus table;
 * 3: --input and --input_list name no file: nothing was done, no table written;
 * 4: more than --max_failure_ratio of the files this run processed failed (with --incremental, the files
   skipped as unchanged do not count): both tables are written, the summary says which rule failed;
-* 75: another run holds the lock of the output root: nothing was done (run again later).
+* 75: another run holds the lock of the output root: nothing was done (run again later);
+* 130: interrupted (Ctrl-C): one line says what was written and how to finish (--incremental).
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
+from typing import Callable
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
@@ -54,10 +59,65 @@ EXIT_USAGE = 2
 EXIT_NOTHING_MATCHED = 3
 EXIT_TOO_MANY_FAILURES = 4
 EXIT_LOCKED = 75  # another run holds the output root's lock (sysexits' EX_TEMPFAIL: try again later)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 
 class NothingMatchedError(Exception):
     """--input and --input_list name no file: the run stops before any work."""
+
+
+class UsageError(Exception):
+    """A setting found wrong before any work (a --model that loads no model, an unreadable --input_list):
+    its message names the option and the value."""
+
+
+class NotStartedError(Exception):
+    """The run failed before its job started (e.g. storage unreachable while matching): nothing was
+    written."""
+
+
+class InterruptedRun(Exception):
+    """Ctrl-C while the job ran: crops written so far are complete files, the tables are not updated."""
+
+
+@contextlib.contextmanager
+def noting_ctrl_c():
+    """Within: Ctrl-C (SIGINT) raises KeyboardInterrupt as usual and is also noted in the event yielded,
+    since Beam's runners re-raise it wrapped (`RuntimeError: KeyboardInterrupt [while running ...]`)."""
+    pressed = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield pressed
+        return
+
+    def on_sigint(signum, frame):
+        pressed.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def say(text: str) -> None:
+    """A line of gazecrop's own on the console (stderr, above the progress bar): what is happening."""
+    print(f"gazecrop: {text}", file=sys.stderr, flush=True)
+
+
+def silent(text: str) -> None:
+    """`say` where no progress is shown (a log, a remote runner): start-up steps go unsaid."""
+
+
+def listed_uris(options: RunOptions) -> list[str]:
+    """The --input_list entries (none without it); `UsageError` naming the file where it cannot be read."""
+    if not options.input_list:
+        return []
+    try:
+        return read_input_list(options.input_list)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--input_list {options.input_list} cannot be read: {exc}. "
+                         f"Received: --input_list={options.input_list}") from exc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,11 +132,14 @@ class Summary:
     failed_rule: str | None = None  # why the run failed although it finished (--max_failure_ratio)
 
     def lines(self, root: str) -> list[str]:
-        out = [f"gazecrop: read {self.read} files, cropped {self.cropped} images ({self.crops} crops), "
-               f"failed {sum(self.failed.values())}"]
-        if self.skipped is not None:
-            out.append(f"  this run (--incremental): processed {self.processed} new or changed files, "
-                       f"skipped {self.skipped} unchanged")
+        """The summary: what this run did (with --incremental, apart from what the tables hold), where
+        everything is, and the next step (`gazecrop report ROOT`)."""
+        failed = sum(self.failed.values())
+        held = f"{self.read} files, cropped {self.cropped} images ({self.crops} crops), failed {failed}"
+        if self.skipped is None:
+            out = [f"gazecrop: read {held}"]
+        else:
+            out = [f"gazecrop: {self.incremental_line()}", f"  the tables now hold {held}"]
         for (stage, error_type), count in sorted(self.failed.items()):
             out.append(f"  failed at {stage}: {error_type} x {count}")
         out.append(f"  crops:    {join(root, 'crops')}/<ratio>/")
@@ -84,7 +147,16 @@ class Summary:
         out.append(f"  errors:   {table_path(root, 'errors')}")
         if self.failed_rule:
             out.append(f"gazecrop: the run FAILED: {self.failed_rule}")
+        out.append(f"  next: gazecrop report {root}   (a page of every crop, least confident first)")
         return out
+
+    def incremental_line(self) -> str:
+        """What an --incremental run did: `processed 0 files: all 21 unchanged`, or `processed 2 new or
+        changed files, skipped 19 unchanged`."""
+        if not self.processed:
+            return f"processed 0 files: all {self.skipped} unchanged since the last run (--incremental)"
+        return (f"processed {self.processed} new or changed files, skipped {self.skipped} unchanged "
+                f"(--incremental)")
 
 
 def summarize(root: str) -> Summary:
@@ -114,12 +186,18 @@ def focus_table(options: RunOptions, listed: list[str]) -> FocusTable:
 
 
 def build(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeModelHandler | None = None,
-          progress_path: str | None = None):
+          progress_path: str | None = None, announce: Callable[[str], None] = silent):
     """Apply the job to `p`; reads the --input_list and --focus tables once (they travel with the job),
-    then loads the model once to learn its version and input geometry."""
-    listed = read_input_list(options.input_list) if options.input_list else []
+    then loads the model once to learn its version and input geometry (`announce`d: it takes seconds)."""
+    listed = listed_uris(options)
     focus = focus_table(options, listed)
-    model_info = describe_model(options.model)
+    announce(f"loading the model ({options.model})…")
+    try:
+        model_info = describe_model(options.model)
+    except Exception as exc:  # a weights file that is no model, or a broken installation
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise UsageError(f"--model {options.model} cannot be loaded: {reason}. "
+                         f"Received: --model={options.model}") from exc
     crop_config, output = options.crop_config(), options.output_config()
     return p | "GazeCrop" >> GazeCrop(
         patterns=list(options.inputs), listed_uris=listed, model_info=model_info,
@@ -189,7 +267,7 @@ def check_inputs_match(options: RunOptions) -> None:
     """Raise `NothingMatchedError` when --input and --input_list name no file, before any work. Each
     pattern is listed only until a file turns up; a non-empty --input_list always counts (its missing
     entries become error rows)."""
-    listed = read_input_list(options.input_list) if options.input_list else []
+    listed = listed_uris(options)
     root = options.output_config().root
     if listed or any(names_a_file(spec, root) for spec in input_specs(list(options.inputs), [])):
         return
@@ -213,12 +291,11 @@ def failure_rule(summary: Summary, options: RunOptions, run_counters: dict[str, 
     return None
 
 
-def progress_bar(options: RunOptions, pipeline_options: PipelineOptions):
-    """A `ProgressBar` over this run's inputs, or a context that does nothing (see `shows_progress`)."""
-    if not shows_progress(options, pipeline_options):
-        return contextlib.nullcontext()
-    listed = read_input_list(options.input_list) if options.input_list else []
-    total = count_inputs(list(options.inputs), listed, options.output_config().root)
+def progress_bar(options: RunOptions, show: bool) -> ProgressBar | None:
+    """A `ProgressBar` over this run's inputs where it is to `show` (`shows_progress`), else None."""
+    if not show:
+        return None
+    total = count_inputs(list(options.inputs), listed_uris(options), options.output_config().root)
     return ProgressBar(total)
 
 
@@ -238,17 +315,35 @@ def run_batch(options: RunOptions, pipeline_options: PipelineOptions) -> Summary
     """Run the batch job to its end (this process waits for it, on any runner), print the summary."""
     if options.demo:
         options = with_demo_inputs(options)
-    if not built_only(pipeline_options):  # a job only built (Dataflow --dry_run, a template) reads nothing
-        check_inputs_match(options)
-    with progress_bar(options, pipeline_options) as bar:
-        with beam.Pipeline(options=pipeline_options) as p:
-            build(p, options, progress_path=bar.path if bar else None)
+    p = beam.Pipeline(options=pipeline_options)
+    show = shows_progress(options, pipeline_options)
+    announce = say if show else silent  # the start-up steps are said where the bar is shown
+    try:
+        if not built_only(pipeline_options):  # a job only built (Dataflow --dry_run, a template) reads nothing
+            announce("matching inputs…")
+            check_inputs_match(options)
+        bar = progress_bar(options, show)
+        build(p, options, progress_path=bar.path if bar else None, announce=announce)
+    except (UsageError, NothingMatchedError, FocusTableError):
+        raise
+    except Exception as exc:
+        raise NotStartedError(exc) from exc
+    announce("cropping…")
+    with noting_ctrl_c() as ctrl_c:
+        try:
+            with bar or contextlib.nullcontext():
+                result = p.run()
+                result.wait_until_finish()
+        except BaseException:
+            if ctrl_c.is_set():
+                raise InterruptedRun(options.output) from None
+            raise
     not_run = built_only(pipeline_options)
     if not_run:  # nothing ran, so there are no tables to summarise
         print(f"gazecrop: {not_run}")
         return Summary(read=0, cropped=0, crops=0, failed={})
     summary = summarize(options.output)
-    run_counters = counters(p.result) if options.incremental else {}
+    run_counters = counters(result) if options.incremental else {}
     if options.incremental:
         summary = dataclasses.replace(summary, skipped=run_counters.get("files_skipped_unchanged", 0),
                                       processed=run_counters.get("files_new_or_changed", 0))
@@ -256,7 +351,7 @@ def run_batch(options: RunOptions, pipeline_options: PipelineOptions) -> Summary
     for line in summary.lines(options.output):
         print(line)
     if options.focus:
-        unmatched = counter(p.result, "focus_rows_unmatched")
+        unmatched = counter(result, "focus_rows_unmatched")
         if unmatched:
             print(f"  --focus: {unmatched} row(s) named no input file and were ignored (logged as warnings)")
     return summary
@@ -264,13 +359,29 @@ def run_batch(options: RunOptions, pipeline_options: PipelineOptions) -> Summary
 
 def failure_lines(exc: BaseException) -> list[str]:
     """What to tell a user whose run failed as a whole (storage unreachable past its retries, a worker
-    lost, ...): the cause in one line, and what is safe to do next."""
-    text = str(exc).strip().splitlines()
+    lost, ...): the cause in one line, and what is safe to do next (nothing to finish where the job
+    never started: `NotStartedError`)."""
+    cause = exc.__cause__ if isinstance(exc, NotStartedError) and exc.__cause__ else exc
+    text = str(cause).strip().splitlines()
     reason = text[-1].strip() if text else ""
-    return [f"gazecrop: the run failed: {type(exc).__name__}{': ' + reason[:500] if reason else ''}",
+    first = f"gazecrop: the run failed: {type(cause).__name__}{': ' + reason[:500] if reason else ''}"
+    if isinstance(exc, NotStartedError):
+        return [first, "  it failed before its job started: nothing was written"]
+    return [first,
             "  the tables are still those of the last run that finished (they are committed only at the end); "
             "crops already written are complete files",
             "  rerun with --incremental to finish the images this run did not record"]
+
+
+def interrupted_line(exc: BaseException) -> str:
+    """What a Ctrl-C left: after the job started (`InterruptedRun`), complete crops and the old tables;
+    before, nothing."""
+    if isinstance(exc, InterruptedRun):
+        root = absolute_uri(str(exc))
+        return (f"gazecrop: interrupted: crops written so far under {join(root, 'crops')}/ are complete "
+                f"files; the tables are still the last finished run's. To finish, rerun the same "
+                f"command with --incremental")
+    return "gazecrop: interrupted before the job started: nothing was written"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,9 +389,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         summary = run(sys.argv[1:] if argv is None else argv)
-    except FocusTableError as exc:  # found before any work: say what to fix, no traceback
+    except (FocusTableError, UsageError) as exc:  # found before any work: say what to fix, no traceback
         print(f"gazecrop run: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (InterruptedRun, KeyboardInterrupt) as exc:  # Ctrl-C: one line, no traceback
+        print(interrupted_line(exc), file=sys.stderr)
+        return EXIT_INTERRUPTED
     except NothingMatchedError as exc:
         print(f"gazecrop run: {exc}", file=sys.stderr)
         return EXIT_NOTHING_MATCHED

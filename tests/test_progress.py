@@ -10,9 +10,9 @@ from pipeline.progress import render
 
 
 def test_render():
-    assert render(0, 10, 0.0, width=10) == "[..........] 0/10 images  0.0/s  0m00s"
-    assert render(5, 10, 2.0, width=10) == "[#####.....] 5/10 images  2.5/s  ETA 0m02s"
-    assert render(10, 10, 4000.0, width=10) == "[##########] 10/10 images  0.0/s  1h06m"
+    assert render(0, 10, 0.0, width=10) == "[..........] 0/10 images  0m00s"
+    assert render(5, 10, 9.0, rate=2.5, width=10) == "[#####.....] 5/10 images  2.5/s  ETA 0m02s"
+    assert render(10, 10, 4000.0, rate=0.5, width=10) == "[##########] 10/10 images  0.5/s  1h06m"
 
 
 def test_progress_counts_every_input_across_worker_processes(fixtures_dir, tmp_path, capsys, monkeypatch):
