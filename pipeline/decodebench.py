@@ -8,7 +8,9 @@
 2. Decodes each one in a fresh child process, twice: `model` is the decode stage's work
    (`decode_for_model`: the model input and the source's geometry), `full` is the full-resolution decode
    the write stage makes before it cuts the crops (`decode_full`). Each child reports its peak resident
-   memory (`resource.getrusage(RUSAGE_SELF).ru_maxrss`, read after the decode).
+   memory, read after the decode (`peak_rss_mb`: the kernel's high-water mark of the child's own
+   address space, `VmHWM`; `getrusage`'s `ru_maxrss` is not used because Linux carries it across
+   `execve`, so a child would report the parent's peak if that was higher).
 3. Prints each peak minus the peak of a baseline child that imports the decode module and reads the
    same file's bytes but decodes nothing, so the figure is the decode's own working memory.
 
@@ -22,7 +24,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -86,6 +87,13 @@ def _model_input_size(height: int, width: int) -> tuple[int, int]:
     return (224, long_out) if height <= width else (long_out, 224)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (`VmHWM` of /proc/self/status: since its last exec)."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
 def child(stage: str, path: str) -> dict:
     """Run one stage on the file at `path` in this process; return its peak RSS (MB) and time (s)."""
     from transforms.decode import decode_for_model, decode_full
@@ -97,7 +105,7 @@ def child(stage: str, path: str) -> dict:
     elif stage == "full":
         decode_full(data)
     seconds = time.perf_counter() - start
-    return {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds}
+    return {"peak_mb": peak_rss_mb(), "seconds": seconds}
 
 
 def measure(stage: str, path: Path) -> dict:
