@@ -22,8 +22,10 @@ Both apply the same steps, in this order, so the model input and the crops see t
    guard that open took 4-15 s and 3-4 GB before `check_size` ran (found by tests/test_decode_fuzz.py).
 3. OpenCV decodes with `IMREAD_IGNORE_ORIENTATION` (we apply the EXIF orientation ourselves, from the
    same header that gave the geometry). OpenCV reads JPEG (CMYK included), PNG (palette, 1-bit, 16-bit,
-   alpha), WebP, TIFF, BMP, PNM and the first frame of a GIF. Other formats Pillow recognises (ICO, TGA,
-   PCX, ...) are decoded with Pillow instead, first frame only.
+   alpha), WebP, TIFF, BMP, PNM and the first frame of a GIF. A short list of other raster formats
+   (`PILLOW_FORMATS`: ICO, TGA, PCX, PSD, AVIF, ...) is decoded with Pillow instead, first frame only.
+   Every other format Pillow knows is refused at its header (`ALLOWED_FORMATS`): some of Pillow's
+   readers run other programs on the file (EPS and PostScript run Ghostscript).
 4. `to_rgb8`: grayscale to RGB, 16-bit to 8-bit (rounded, x/257), float to 8-bit (0..1 clipped), alpha
    composited on white, BGR to RGB.
 5. `apply_orientation`: EXIF orientation 2-8 (flips, rotations, transposes), as Pillow's
@@ -57,9 +59,33 @@ _PILLOW_GUARD = threading.Lock()  # Image.MAX_IMAGE_PIXELS is a process-wide set
 # when the writer decodes it at full resolution, which a worker with a few GB per core can afford.
 DEFAULT_MAX_MEGAPIXELS = 200.0
 
-# Pillow format names of the formats OpenCV decodes itself; anything else Pillow identifies is decoded
-# by Pillow (first frame).
+# The formats the decode stage reads (Pillow's format names), and nothing else. This is a security
+# boundary, not a convenience: Pillow identifies formats whose readers run another program (EPS and
+# PostScript run Ghostscript where it is installed: untrusted PostScript executed on a worker), need a
+# handler from outside Pillow (WMF, BUFR, GRIB, HDF5) or hold no picture (MPEG video, IPTC). A file of
+# any format not listed here is `NotAnImageError`, refused at its header (`read_header` opens only
+# these formats; `decode_pixels` checks again). Add a format only if it is a raster image whose pixels
+# OpenCV or Pillow decode in-process, and say which of the two sets below reads it.
+
+# Decoded by OpenCV itself (step 3 of the module docstring).
 OPENCV_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "TIFF", "BMP", "DIB", "GIF", "PPM", "JPEG2000"})
+
+# Decoded by Pillow, first frame, because OpenCV has no reader for them (or, for AVIF and MPO, because
+# Pillow always read them here and their crops should not change).
+PILLOW_FORMATS = frozenset({
+    "AVIF",  # AV1 still image (libavif, bundled in Pillow's wheels)
+    "DDS",  # DirectDraw Surface, game and 3-D textures (uncompressed and DXT/BC)
+    "ICNS",  # Apple icon (PNG or JPEG 2000 images inside)
+    "ICO",  # Windows icon / favicon (BMP or PNG images inside)
+    "MPO",  # multi-picture JPEG of stereo and some phone cameras (Pillow's JPEG reader names it MPO)
+    "PCX",  # ZSoft Paintbrush
+    "PSD",  # Photoshop: the merged image Photoshop stores beside the layers
+    "QOI",  # Quite OK Image
+    "SGI",  # Silicon Graphics image (.rgb, .sgi, .bw)
+    "TGA",  # Truevision Targa
+})
+
+ALLOWED_FORMATS = OPENCV_FORMATS | PILLOW_FORMATS
 
 # A reduced-resolution JPEG decode is used only when the reduced image is still at least this many
 # times the model input on each side, so the final area resize always averages real pixels.
@@ -131,7 +157,7 @@ def _pillow_open(data: bytes, max_pixels: float) -> Image.Image:
         saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = max_pixels / 2 if max_pixels else None  # Pillow raises over twice this
         try:
-            return Image.open(io.BytesIO(data))
+            return Image.open(io.BytesIO(data), formats=_pillow_readers())
         except Image.DecompressionBombError as exc:
             declared = re.search(r"\((\d+) pixels\)", str(exc))
             size = f"{int(declared.group(1)) / 1e6:.1f} megapixels" if declared else "an image too large"
@@ -141,8 +167,29 @@ def _pillow_open(data: bytes, max_pixels: float) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = saved
 
 
+def _pillow_readers() -> tuple[str, ...]:
+    """The Pillow readers `Image.open` may try: those of `ALLOWED_FORMATS` (MPO has none of its own: the
+    JPEG reader returns an MPO image when the file holds several pictures)."""
+    Image.init()
+    return tuple(sorted(name for name in ALLOWED_FORMATS if name in Image.OPEN))
+
+
+def refused_format_error(data: bytes) -> NotAnImageError:
+    """The error for a file Pillow's allowed readers did not identify: one that names the format if the
+    file's signature is that of a format Pillow knows but the decode stage refuses (EPS, WMF, ...)."""
+    known = _sniff_format(data)
+    if known == "image" or known in ALLOWED_FORMATS:
+        return NotAnImageError(f"not a recognised image format ({len(data)} bytes)")
+    return NotAnImageError(
+        f"{known} files are refused: the decode stage reads only the raster formats "
+        f"{', '.join(sorted(ALLOWED_FORMATS))} (transforms/decode.py ALLOWED_FORMATS). "
+        f"Received: a {known} file ({len(data)} bytes)")
+
+
 def _sniff_format(data: bytes) -> str:
-    """The Pillow format name whose signature `data` starts with (for messages), "image" if none."""
+    """The Pillow format name whose signature `data` starts with (for messages), "image" if none.
+
+    Only each format's signature test runs (a comparison of the first bytes), never its reader."""
     Image.init()
     for name in Image.ID:
         accept = Image.OPEN[name][1]
@@ -170,7 +217,7 @@ def read_header(data: bytes, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> 
     except DecodeError:
         raise
     except Image.UnidentifiedImageError as exc:
-        raise NotAnImageError(f"not a recognised image format ({len(data)} bytes)") from exc
+        raise refused_format_error(data) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise CorruptImageError(f"unreadable image header: {exc}") from exc
 
@@ -258,7 +305,9 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
 
 def decode_pixels(data: bytes, header: ImageHeader, reduction: int = 1) -> np.ndarray:
     """Decode to uint8 RGB, EXIF orientation applied; `reduction` > 1 only for JPEG."""
-    if header.format not in OPENCV_FORMATS:
+    if header.format not in ALLOWED_FORMATS:  # read_header opens only allowed formats: a second guard
+        raise refused_format_error(data)
+    if header.format in PILLOW_FORMATS:
         pixels = _decode_with_pillow(data, header.width * header.height)
         if pixels.shape[:2] != (header.height, header.width):
             raise CorruptImageError(f"the header declares {header.width}x{header.height} but Pillow decoded "
