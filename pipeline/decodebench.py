@@ -12,7 +12,9 @@
    address space, `VmHWM`; `getrusage`'s `ru_maxrss` is not used because Linux carries it across
    `execve`, so a child would report the parent's peak if that was higher).
 3. Prints each peak minus the peak of a baseline child that imports the decode module and reads the
-   same file's bytes but decodes nothing, so the figure is the decode's own working memory.
+   same file's bytes but decodes nothing, so the figure is the decode's own working memory, beside the
+   bound `transforms/decode.py` states for that image (`ImageHeader.decode_bytes`, from the header).
+   MB are 10^6 bytes.
 
 Research command: it imports the library and ships to no worker. Figures vary by a few MB between runs
 (allocator and page-cache effects); compare runs of the same size.
@@ -91,7 +93,7 @@ def peak_rss_mb() -> float:
     """This process's peak resident memory in MB (`VmHWM` of /proc/self/status: since its last exec)."""
     with open("/proc/self/status") as status:
         line = next(line for line in status if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
+    return int(line.split()[1]) * 1024 / 1e6
 
 
 def child(stage: str, path: str) -> dict:
@@ -106,6 +108,16 @@ def child(stage: str, path: str) -> dict:
         decode_full(data)
     seconds = time.perf_counter() - start
     return {"peak_mb": peak_rss_mb(), "seconds": seconds}
+
+
+def stated_bound_mb(path: Path) -> float | None:
+    """The decode's memory bound for this file as `transforms/decode.py` states it, in MB (None for a
+    version of the module that states none). Read in this process: Pillow's header read of a PNG
+    decodes the whole image to look for EXIF, which would inflate a baseline child."""
+    from transforms.decode import read_header
+
+    bound = getattr(read_header(path.read_bytes()), "decode_bytes", None)
+    return None if bound is None else bound / 1e6
 
 
 def measure(stage: str, path: Path) -> dict:
@@ -127,18 +139,19 @@ def run_bench(megapixels: float, workdir: Path | None = None) -> list[dict]:
         print(f"decode peak memory, PNGs of {width}x{height} = {width * height / 1e6:.1f} MP; each figure is a fresh "
               f"child's peak RSS minus that of a child that only imports and reads the file")
         print(f"{'image':<12} {'file MB':>8} {'baseline MB':>12} {'model input MB':>15} {'full decode MB':>15} "
-              f"{'model s':>8} {'full s':>7}")
+              f"{'bound MB':>9} {'model s':>8} {'full s':>7}")
         rows = []
         for name, path in paths.items():
             base = measure("baseline", path)
             model = measure("model", path)
             full = measure("full", path)
-            row = {"image": name, "file_mb": path.stat().st_size / 2**20, "baseline_mb": base["peak_mb"],
+            row = {"image": name, "file_mb": path.stat().st_size / 1e6, "baseline_mb": base["peak_mb"],
                    "model_mb": model["peak_mb"] - base["peak_mb"], "full_mb": full["peak_mb"] - base["peak_mb"],
-                   "model_s": model["seconds"], "full_s": full["seconds"]}
+                   "bound_mb": stated_bound_mb(path), "model_s": model["seconds"], "full_s": full["seconds"]}
             rows.append(row)
+            bound = "-" if row["bound_mb"] is None else f"{row['bound_mb']:.0f}"
             print(f"{name:<12} {row['file_mb']:>8.1f} {row['baseline_mb']:>12.0f} {row['model_mb']:>15.0f} "
-                  f"{row['full_mb']:>15.0f} {row['model_s']:>8.2f} {row['full_s']:>7.2f}", flush=True)
+                  f"{row['full_mb']:>15.0f} {bound:>9} {row['model_s']:>8.2f} {row['full_s']:>7.2f}", flush=True)
         return rows
 
 
