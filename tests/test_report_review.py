@@ -166,6 +166,12 @@ def test_review_filters_and_click_to_fix_loop(fixtures_dir, tmp_path, browser):
     assert driver.find_element(By.CSS_SELECTOR, "#lightbox img").size["width"] > 300
     driver.find_element(By.ID, "lightbox").click()
     assert not driver.find_elements(By.ID, "lightbox")
+    first = driver.find_element(By.CSS_SELECTOR, "section.entry")
+    small = first.find_element(By.CSS_SELECTOR, ".frame").size["width"]
+    first.find_element(By.CSS_SELECTOR, "button.enlarge").click()    # the source, large (and back)
+    assert first.find_element(By.CSS_SELECTOR, ".frame").size["width"] > 1.5 * small
+    first.find_element(By.CSS_SELECTOR, "button.enlarge").click()
+    assert first.find_element(By.CSS_SELECTOR, ".frame").size["width"] == small
 
     # Click to fix: a point on one image and a box on another, each outside its current 9:16 crop.
     pointed, boxed, untouched = sources
