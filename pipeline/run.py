@@ -113,11 +113,18 @@ def focus_table(options: RunOptions, listed: list[str]) -> FocusTable:
     return resolve_focus_table(read_focus_rows(options.focus), job_input_roots(options, listed))
 
 
-def build(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeModelHandler | None = None,
-          progress_path: str | None = None):
-    """Apply the job to `p`; reads the --input_list and --focus tables once (they travel with the job),
-    then loads the model once to learn its version and input geometry."""
-    listed = read_input_list(options.input_list) if options.input_list else []
+def listed_uris(options: RunOptions) -> list[str]:
+    """The URIs of the --input_list file (empty without one). Read once per run: the file may be large,
+    remote, or a pipe."""
+    return read_input_list(options.input_list) if options.input_list else []
+
+
+def build(p: beam.Pipeline, options: RunOptions, *, listed: list[str] | None = None,
+          handler: DeepGazeModelHandler | None = None, progress_path: str | None = None):
+    """Apply the job to `p`; reads the --focus table (and the --input_list, unless `listed` gives its
+    URIs) once (they travel with the job), then loads the model once to learn its version and input
+    geometry."""
+    listed = listed_uris(options) if listed is None else listed
     focus = focus_table(options, listed)
     model_info = describe_model(options.model)
     crop_config, output = options.crop_config(), options.output_config()
@@ -185,11 +192,10 @@ def shows_progress(options: RunOptions, pipeline_options: PipelineOptions) -> bo
 
 
 
-def check_inputs_match(options: RunOptions) -> None:
-    """Raise `NothingMatchedError` when --input and --input_list name no file, before any work. Each
-    pattern is listed only until a file turns up; a non-empty --input_list always counts (its missing
-    entries become error rows)."""
-    listed = read_input_list(options.input_list) if options.input_list else []
+def check_inputs_match(options: RunOptions, listed: list[str]) -> None:
+    """Raise `NothingMatchedError` when --input and the --input_list's URIs (`listed`) name no file,
+    before any work. Each pattern is listed only until a file turns up; a non-empty --input_list always
+    counts (its missing entries become error rows)."""
     root = options.output_config().root
     if listed or any(names_a_file(spec, root) for spec in input_specs(list(options.inputs), [])):
         return
@@ -213,11 +219,11 @@ def failure_rule(summary: Summary, options: RunOptions, run_counters: dict[str, 
     return None
 
 
-def progress_bar(options: RunOptions, pipeline_options: PipelineOptions):
-    """A `ProgressBar` over this run's inputs, or a context that does nothing (see `shows_progress`)."""
+def progress_bar(options: RunOptions, pipeline_options: PipelineOptions, listed: list[str]):
+    """A `ProgressBar` over this run's inputs (`listed`: the --input_list's URIs), or a context that does
+    nothing (see `shows_progress`)."""
     if not shows_progress(options, pipeline_options):
         return contextlib.nullcontext()
-    listed = read_input_list(options.input_list) if options.input_list else []
     total = count_inputs(list(options.inputs), listed, options.output_config().root)
     return ProgressBar(total)
 
@@ -238,11 +244,12 @@ def run_batch(options: RunOptions, pipeline_options: PipelineOptions) -> Summary
     """Run the batch job to its end (this process waits for it, on any runner), print the summary."""
     if options.demo:
         options = with_demo_inputs(options)
+    listed = listed_uris(options)
     if not built_only(pipeline_options):  # a job only built (Dataflow --dry_run, a template) reads nothing
-        check_inputs_match(options)
-    with progress_bar(options, pipeline_options) as bar:
+        check_inputs_match(options, listed)
+    with progress_bar(options, pipeline_options, listed) as bar:
         with beam.Pipeline(options=pipeline_options) as p:
-            build(p, options, progress_path=bar.path if bar else None)
+            build(p, options, listed=listed, progress_path=bar.path if bar else None)
     not_run = built_only(pipeline_options)
     if not_run:  # nothing ran, so there are no tables to summarise
         print(f"gazecrop: {not_run}")
