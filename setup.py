@@ -40,6 +40,9 @@ TEST_REQUIRES = [
     "pytest==9.2.0",
     "hypothesis==6.170.15",  # property tests of output names (tests/test_paths.py)
     "gcp-storage-emulator==2026.7.19",
+    # drives headless Chromium through the system chromedriver (tests/test_report_review.py); 4.52.0
+    # needs a certifi newer than the index serves
+    "selenium==4.51.0",
     *BASELINES_REQUIRE,
 ]
 

@@ -64,6 +64,7 @@ class RunOptions:
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
     save_saliency: bool = False
+    saliency_preview: bool = True
     candidates: int = 1
     min_scale: float = 1.0
     focus: str | None = None
@@ -92,7 +93,8 @@ class RunOptions:
         """How and where crops are written (the output root made absolute)."""
         return OutputConfig(root=absolute_uri(self.output), output_format=self.output_format,
                             jpeg_quality=self.jpeg_quality, max_output_side=self.max_output_side,
-                            save_saliency=self.save_saliency, max_megapixels=self.max_megapixels)
+                            save_saliency=self.save_saliency, saliency_preview=self.saliency_preview,
+                            max_megapixels=self.max_megapixels)
 
     @property
     def demo(self) -> bool:
@@ -281,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
                              f"reading them ({_in_range('max_input_bytes', '%(default)s')})")
     parser.add_argument("--save_saliency", action="store_true",
                         help="also write each image's log-density map to ROOT/saliency/<relpath>.npy")
+    parser.add_argument("--saliency_preview", nargs="?", const=True, default=True, type=_flag, metavar="BOOL",
+                        help="write a small preview of each image's saliency map to "
+                             "ROOT/saliency/<relpath>.png (a few KB: the heat map of `gazecrop report`); "
+                             "changes no crop or metadata row (default: true)")
     parser.add_argument("--candidates", default=1, type=int, metavar="N",
                         help="ranked crops per ratio (rank 0 = best, the only one by default); a rank k > 0 "
                              "is the best window overlapping every better one by at most half "

@@ -110,7 +110,8 @@ def silent(text: str) -> None:
 
 
 def listed_uris(options: RunOptions) -> list[str]:
-    """The --input_list entries (none without it); `UsageError` naming the file where it cannot be read."""
+    """The URIs of the --input_list file (empty without one); `UsageError` naming the file where it cannot
+    be read. Read once per run: the file may be large, remote, or a pipe."""
     if not options.input_list:
         return []
     try:
@@ -185,11 +186,13 @@ def focus_table(options: RunOptions, listed: list[str]) -> FocusTable:
     return resolve_focus_table(read_focus_rows(options.focus), job_input_roots(options, listed))
 
 
-def build(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeModelHandler | None = None,
-          progress_path: str | None = None, announce: Callable[[str], None] = silent):
-    """Apply the job to `p`; reads the --input_list and --focus tables once (they travel with the job),
-    then loads the model once to learn its version and input geometry (`announce`d: it takes seconds)."""
-    listed = listed_uris(options)
+def build(p: beam.Pipeline, options: RunOptions, *, listed: list[str] | None = None,
+          handler: DeepGazeModelHandler | None = None, progress_path: str | None = None,
+          announce: Callable[[str], None] = silent):
+    """Apply the job to `p`; reads the --focus table (and the --input_list, unless `listed` gives its
+    URIs) once (they travel with the job), then loads the model once to learn its version and input
+    geometry (`announce`d: it takes seconds)."""
+    listed = listed_uris(options) if listed is None else listed
     focus = focus_table(options, listed)
     announce(f"loading the model ({options.model})…")
     try:
@@ -263,11 +266,10 @@ def shows_progress(options: RunOptions, pipeline_options: PipelineOptions) -> bo
 
 
 
-def check_inputs_match(options: RunOptions) -> None:
-    """Raise `NothingMatchedError` when --input and --input_list name no file, before any work. Each
-    pattern is listed only until a file turns up; a non-empty --input_list always counts (its missing
-    entries become error rows)."""
-    listed = listed_uris(options)
+def check_inputs_match(options: RunOptions, listed: list[str]) -> None:
+    """Raise `NothingMatchedError` when --input and the --input_list's URIs (`listed`) name no file,
+    before any work. Each pattern is listed only until a file turns up; a non-empty --input_list always
+    counts (its missing entries become error rows)."""
     root = options.output_config().root
     if listed or any(names_a_file(spec, root) for spec in input_specs(list(options.inputs), [])):
         return
@@ -291,11 +293,12 @@ def failure_rule(summary: Summary, options: RunOptions, run_counters: dict[str, 
     return None
 
 
-def progress_bar(options: RunOptions, show: bool) -> ProgressBar | None:
-    """A `ProgressBar` over this run's inputs where it is to `show` (`shows_progress`), else None."""
+def progress_bar(options: RunOptions, show: bool, listed: list[str]) -> ProgressBar | None:
+    """A `ProgressBar` over this run's inputs (`listed`: the --input_list's URIs) where it is to `show`
+    (`shows_progress`), else None."""
     if not show:
         return None
-    total = count_inputs(list(options.inputs), listed_uris(options), options.output_config().root)
+    total = count_inputs(list(options.inputs), listed, options.output_config().root)
     return ProgressBar(total)
 
 
@@ -319,11 +322,12 @@ def run_batch(options: RunOptions, pipeline_options: PipelineOptions) -> Summary
     show = shows_progress(options, pipeline_options)
     announce = say if show else silent  # the start-up steps are said where the bar is shown
     try:
+        listed = listed_uris(options)
         if not built_only(pipeline_options):  # a job only built (Dataflow --dry_run, a template) reads nothing
             announce("matching inputs…")
-            check_inputs_match(options)
-        bar = progress_bar(options, show)
-        build(p, options, progress_path=bar.path if bar else None, announce=announce)
+            check_inputs_match(options, listed)
+        bar = progress_bar(options, show, listed)
+        build(p, options, listed=listed, progress_path=bar.path if bar else None, announce=announce)
     except (UsageError, NothingMatchedError, FocusTableError):
         raise
     except Exception as exc:

@@ -233,5 +233,5 @@ def test_hostile_local_names_stay_under_root_and_every_input_is_accounted(fixtur
                 written.add(os.path.relpath(path, real_root))
     crops = {w for w in written if w.startswith("crops" + os.sep)}
     assert crops == {os.path.relpath(o, real_root) for o in outputs}  # no stray or temporary file
-    assert len([w for w in written if w.startswith("saliency" + os.sep)]) == len(sources)
+    assert len([w for w in written if w.startswith("saliency" + os.sep)]) == 2 * len(sources)  # .npy, .png
     assert all(not part.startswith("-") for w in written for part in w.split(os.sep))

@@ -73,7 +73,7 @@ def test_rerun_writes_identical_files_and_rows(fixtures_dir, tmp_path):
               and p.suffix != ".parquet"}
     rows_second, errors_second = read_tables(tmp_path / "out")
     assert first == second
-    assert len(first) == 3 * 4 + 3  # crops of 3 images x 4 ratios, 3 saliency maps
+    assert len(first) == 3 * 4 + 3 + 3  # crops of 3 images x 4 ratios, 3 saliency maps, 3 previews
     crops = tmp_path / "out" / "crops" / "1x1"
     assert (crops / crop_name(inputs / "x" / "Landscape_6.jpg", "x/Landscape_6.jpg")).exists()
     assert (crops / crop_name(inputs / "kodim23.png", "kodim23.png", "png")).exists()  # "source": PNG stays PNG

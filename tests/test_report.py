@@ -122,7 +122,7 @@ def test_report_structure(run_root, tmp_path):
     assert sum(1 for t, a in tags if t == "script") == 1
     assert sum(1 for t, a in tags if t == "rect") == len(rows)
     # the image without a saved map says how to get one
-    assert "--save_saliency" in out.read_text()
+    assert "--saliency_preview=false" in out.read_text()
     assert "&lt;b&gt;bold&lt;b&gt; &amp; &quot;quoted&quot;" in out.read_text()
 
 
@@ -184,3 +184,13 @@ def test_report_in_headless_chromium(run_root, tmp_path):
     assert magenta.sum() > 200 and cyan.sum() > 200
     # many distinct colours: real photos, not placeholders
     assert len(np.unique(pixels.reshape(-1, 3) // 16, axis=0)) > 300
+
+
+def test_headings_are_paths_relative_to_the_inputs_common_folder():
+    uris = ["gs://b/photos/a.jpg", "gs://b/photos/x/b.jpg"]
+    assert report.common_folder(uris) == "gs://b/photos"
+    assert [report.short_name(u, "gs://b/photos") for u in uris] == ["a.jpg", "x/b.jpg"]
+    assert report.common_folder(["/in/a.png"]) == "/in"
+    assert report.common_folder(["/in/a.png", "/other/b.png"]) == ""      # only the root: whole paths
+    assert report.short_name("/other/b.png", "") == "/other/b.png"
+    assert report.short_name("gs://b/photosx/c.jpg", "gs://b/photos") == "gs://b/photosx/c.jpg"

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from transforms.crop import Crop
+from transforms.crop import Crop, CropConfig
 from transforms.metadata import ERRORS_SCHEMA, WriteTable, read_table
 from transforms.records import CroppedImage, SaliencyImage, dead_letter_rows, error_row
 from transforms.write import (
-    OutputConfig, crop_uri, cut, encode, output_encoding, output_size, relpath_of_output, saliency_uri,
-    write_atomically, write_crops, write_reduction)
+    PREVIEW_LONG_SIDE, OutputConfig, crop_uri, cut, encode, output_encoding, output_size, relpath_of_output,
+    saliency_preview, saliency_preview_uri, saliency_uri, settings_id, write_atomically, write_crops,
+    write_reduction)
 
 
 def _png(rgb):
@@ -93,6 +94,21 @@ def test_write_crops_writes_files_rows_and_saliency(tmp_path):
     assert rows[0]["output_uri"] == str(tmp_path / "crops" / "1x1" / "sub" / "p.png.png")
     assert np.array_equal(np.load(tmp_path / "saliency" / "sub" / "p.png.npy"), log_density)
     assert [r["rank"] for r in rows] == [0, 0]
+
+
+def test_saliency_preview_is_a_small_grey_png_of_the_density_and_shapes_no_crop():
+    yy, xx = np.mgrid[0:224, 0:336]
+    log_density = -((yy - 50.0) ** 2 + (xx - 250.0) ** 2) / (2 * 30.0 ** 2)
+    data = saliency_preview(log_density)
+    assert data == saliency_preview(log_density)                         # deterministic bytes
+    grey = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert grey.dtype == np.uint8 and grey.shape == (85, PREVIEW_LONG_SIDE)  # the map's shape, shrunk
+    y, x = np.unravel_index(np.argmax(grey), grey.shape)
+    assert grey.max() == 255 and abs(y - 50 * 128 / 336) <= 1.5 and abs(x - 250 * 128 / 336) <= 1.5
+    assert saliency_preview(np.full((4, 4), -np.inf))                    # an empty map: an all-black preview
+    assert saliency_preview_uri("/o", "a.png") == "/o/saliency/a.png.png"
+    crop = CropConfig(aspect_ratios=((1, 1),))                           # no crop or config_id changes
+    assert settings_id(crop, OutputConfig("/o")) == settings_id(crop, OutputConfig("/o", saliency_preview=False))
 
 
 def test_write_crops_names_ranked_candidates(tmp_path):

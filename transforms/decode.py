@@ -22,12 +22,31 @@ Both apply the same steps, in this order, so the model input and the crops see t
    guard that open took 4-15 s and 3-4 GB before `check_size` ran (found by tests/test_decode_fuzz.py).
 3. OpenCV decodes with `IMREAD_IGNORE_ORIENTATION` (we apply the EXIF orientation ourselves, from the
    same header that gave the geometry). OpenCV reads JPEG (CMYK included), PNG (palette, 1-bit, 16-bit,
-   alpha), WebP, TIFF, BMP, PNM and the first frame of a GIF. Other formats Pillow recognises (ICO, TGA,
-   PCX, ...) are decoded with Pillow instead, first frame only.
+   alpha), WebP, TIFF, BMP, PNM and the first frame of a GIF. A short list of other raster formats
+   (`PILLOW_FORMATS`: ICO, TGA, PCX, PSD, AVIF, ...) is decoded with Pillow instead, first frame only.
+   Every other format Pillow knows is refused at its header (`ALLOWED_FORMATS`): some of Pillow's
+   readers run other programs on the file (EPS and PostScript run Ghostscript).
 4. `to_rgb8`: grayscale to RGB, 16-bit to 8-bit (rounded, x/257), float to 8-bit (0..1 clipped), alpha
-   composited on white, BGR to RGB.
+   composited on white, BGR to RGB; strip by strip into one uint8 RGB array (8-bit BGR in place).
 5. `apply_orientation`: EXIF orientation 2-8 (flips, rotations, transposes), as Pillow's
    `ImageOps.exif_transpose` would.
+
+Memory bound. Decoding an image of P megapixels whose raw decode has B bytes per pixel (channels x
+bytes per sample: 3 for 8-bit RGB, 4 for 8-bit RGBA, 6 for 16-bit RGB, 8 for 16-bit RGBA; 4 for the
+formats Pillow decodes) takes at most
+
+    max(2B, B + 3, 6) x P x 10^6 bytes, plus at most 32 MB whatever the size (strip temporaries,
+    decoder buffers, OpenCV's set-up on first use: 10-15 MB measured)
+
+(`decode_bytes_per_pixel` says which step needs what), and `check_size` refuses, from the header,
+every image for which that exceeds 8 bytes per pixel that --max_megapixels allows
+(`DECODE_BYTES_PER_ALLOWED_PIXEL`). So one decode never takes more than
+
+    8 x max_megapixels x 10^6 bytes + 32 MB        (1.6 GB + 32 MB at the default 200 MP)
+
+and an 8-bit RGB image (JPEG, most PNGs) takes 6 x P x 10^6 bytes, as before. `python -m
+pipeline.decodebench --megapixels 48` measures it: a 48-MP 16-bit RGBA PNG took 1,929 MB before the
+strip conversion and takes 778 MB now (bound 16 x 48 = 768 MB, plus the fixed part).
 """
 
 from __future__ import annotations
@@ -35,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import math
 import re
 import threading
 import time
@@ -57,9 +77,43 @@ _PILLOW_GUARD = threading.Lock()  # Image.MAX_IMAGE_PIXELS is a process-wide set
 # when the writer decodes it at full resolution, which a worker with a few GB per core can afford.
 DEFAULT_MAX_MEGAPIXELS = 200.0
 
-# Pillow format names of the formats OpenCV decodes itself; anything else Pillow identifies is decoded
-# by Pillow (first frame).
+# The formats the decode stage reads (Pillow's format names), and nothing else. This is a security
+# boundary, not a convenience: Pillow identifies formats whose readers run another program (EPS and
+# PostScript run Ghostscript where it is installed: untrusted PostScript executed on a worker), need a
+# handler from outside Pillow (WMF, BUFR, GRIB, HDF5) or hold no picture (MPEG video, IPTC). A file of
+# any format not listed here is `NotAnImageError`, refused at its header (`read_header` opens only
+# these formats; `decode_pixels` checks again). Add a format only if it is a raster image whose pixels
+# OpenCV or Pillow decode in-process, and say which of the two sets below reads it.
+
+# Decoded by OpenCV itself (step 3 of the module docstring).
 OPENCV_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "TIFF", "BMP", "DIB", "GIF", "PPM", "JPEG2000"})
+
+# Decoded by Pillow, first frame, because OpenCV has no reader for them (or, for AVIF and MPO, because
+# Pillow always read them here and their crops should not change).
+PILLOW_FORMATS = frozenset({
+    "AVIF",  # AV1 still image (libavif, bundled in Pillow's wheels)
+    "DDS",  # DirectDraw Surface, game and 3-D textures (uncompressed and DXT/BC)
+    "ICNS",  # Apple icon (PNG or JPEG 2000 images inside)
+    "ICO",  # Windows icon / favicon (BMP or PNG images inside)
+    "MPO",  # multi-picture JPEG of stereo and some phone cameras (Pillow's JPEG reader names it MPO)
+    "PCX",  # ZSoft Paintbrush
+    "PSD",  # Photoshop: the merged image Photoshop stores beside the layers
+    "QOI",  # Quite OK Image
+    "SGI",  # Silicon Graphics image (.rgb, .sgi, .bw)
+    "TGA",  # Truevision Targa
+})
+
+ALLOWED_FORMATS = OPENCV_FORMATS | PILLOW_FORMATS
+
+# `check_size` refuses an image whose decode needs more than this many bytes per pixel that
+# --max_megapixels allows (`decode_bytes_per_pixel`: 6 for 8-bit RGB, 8 for 8-bit RGBA, 12 for 16-bit
+# RGB, 16 for 16-bit RGBA). Every 8-bit image up to the limit fits; 16-bit RGB fits up to 2/3 of it and
+# 16-bit RGBA up to half of it (100 MP at the default 200).
+DECODE_BYTES_PER_ALLOWED_PIXEL = 8
+
+# Conversions to uint8 RGB run over strips of rows of about this many pixels, so their temporaries
+# (at most ~40 bytes per pixel, for 16-bit RGBA) stay under 3 MB whatever the image's size.
+STRIP_PIXELS = 1 << 16
 
 # A reduced-resolution JPEG decode is used only when the reduced image is still at least this many
 # times the model input on each side, so the final area resize always averages real pixels.
@@ -97,6 +151,8 @@ class ImageHeader:
     width: int
     height: int
     orientation: int = 1
+    channels: int = 4  # at most this many channels in the raw decode (`decoded_layout`)
+    sample_bytes: int = 1  # bytes per sample of the raw decode: 1 (8-bit), 2 (16-bit), 4 or 8
 
     @property
     def oriented_size(self) -> tuple[int, int]:
@@ -108,6 +164,11 @@ class ImageHeader:
     @property
     def megapixels(self) -> float:
         return self.width * self.height / 1e6
+
+    @property
+    def decode_bytes(self) -> int:
+        """The most memory decoding this image takes: `decode_bytes_per_pixel` of its layout, per pixel."""
+        return decode_bytes_per_pixel(self.channels, self.sample_bytes) * self.width * self.height
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +192,7 @@ def _pillow_open(data: bytes, max_pixels: float) -> Image.Image:
         saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = max_pixels / 2 if max_pixels else None  # Pillow raises over twice this
         try:
-            return Image.open(io.BytesIO(data))
+            return Image.open(io.BytesIO(data), formats=_pillow_readers())
         except Image.DecompressionBombError as exc:
             declared = re.search(r"\((\d+) pixels\)", str(exc))
             size = f"{int(declared.group(1)) / 1e6:.1f} megapixels" if declared else "an image too large"
@@ -141,8 +202,29 @@ def _pillow_open(data: bytes, max_pixels: float) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = saved
 
 
+def _pillow_readers() -> tuple[str, ...]:
+    """The Pillow readers `Image.open` may try: those of `ALLOWED_FORMATS` (MPO has none of its own: the
+    JPEG reader returns an MPO image when the file holds several pictures)."""
+    Image.init()
+    return tuple(sorted(name for name in ALLOWED_FORMATS if name in Image.OPEN))
+
+
+def refused_format_error(data: bytes) -> NotAnImageError:
+    """The error for a file Pillow's allowed readers did not identify: one that names the format if the
+    file's signature is that of a format Pillow knows but the decode stage refuses (EPS, WMF, ...)."""
+    known = _sniff_format(data)
+    if known == "image" or known in ALLOWED_FORMATS:
+        return NotAnImageError(f"not a recognised image format ({len(data)} bytes)")
+    return NotAnImageError(
+        f"{known} files are refused: the decode stage reads only the raster formats "
+        f"{', '.join(sorted(ALLOWED_FORMATS))} (transforms/decode.py ALLOWED_FORMATS). "
+        f"Received: a {known} file ({len(data)} bytes)")
+
+
 def _sniff_format(data: bytes) -> str:
-    """The Pillow format name whose signature `data` starts with (for messages), "image" if none."""
+    """The Pillow format name whose signature `data` starts with (for messages), "image" if none.
+
+    Only each format's signature test runs (a comparison of the first bytes), never its reader."""
     Image.init()
     for name in Image.ID:
         accept = Image.OPEN[name][1]
@@ -165,14 +247,74 @@ def read_header(data: bytes, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> 
     try:
         with _pillow_open(data, max_megapixels * 1e6) as image:
             orientation = _orientation(image)
+            channels, sample_bytes = decoded_layout(image, data)
             return ImageHeader(format=image.format or "unknown", mode=image.mode, width=image.width,
-                               height=image.height, orientation=orientation)
+                               height=image.height, orientation=orientation, channels=channels,
+                               sample_bytes=sample_bytes)
     except DecodeError:
         raise
     except Image.UnidentifiedImageError as exc:
-        raise NotAnImageError(f"not a recognised image format ({len(data)} bytes)") from exc
+        raise refused_format_error(data) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise CorruptImageError(f"unreadable image header: {exc}") from exc
+
+
+# Pillow modes of single-channel images (OpenCV decodes their JPEG, PNG and PNM files to one channel).
+_GRAY_MODES = frozenset({"1", "L", "I", "I;16", "I;16B", "I;16L", "F"})
+
+
+def decoded_layout(image: Image.Image, data: bytes) -> tuple[int, int]:
+    """(channels, bytes per sample) that the raw decode of this file has at most, from its header.
+
+    The raw decode is OpenCV's `IMREAD_UNCHANGED` result for `OPENCV_FORMATS` (at most 4 channels) and
+    Pillow's own image for `PILLOW_FORMATS` (at most 4 bytes per pixel, whatever its mode). Where the
+    header does not tell, the larger figure is assumed: colour and palette images count 4 channels
+    unless they are JPEG, PNG, PNM or WebP without transparency; JPEG 2000 counts 16 bits per sample.
+    """
+    if image.format not in OPENCV_FORMATS:
+        return 4, 1
+    transparent = "transparency" in image.info or "A" in image.mode
+    if image.format in ("JPEG", "PNG", "PPM", "WEBP") and not transparent:
+        channels = 1 if image.mode in _GRAY_MODES else 3 if image.mode in ("RGB", "YCbCr") else 4
+    else:
+        channels = 4
+    return channels, _sample_bytes(image, data)
+
+
+def _sample_bytes(image: Image.Image, data: bytes) -> int:
+    """Bytes per sample of OpenCV's raw decode: the bit depth the header declares, rounded up to a byte
+    size OpenCV stores (8-bit and smaller samples are 1 byte)."""
+    if image.format == "PNG":
+        bits = data[24]  # IHDR, the first chunk (PNG spec): width, height, then the bit depth
+    elif image.format == "TIFF":
+        declared = image.tag_v2.get(258, 1)  # BitsPerSample, one value per sample
+        bits = max(declared) if isinstance(declared, tuple) else int(declared)
+    elif image.format == "PPM":
+        args = image.tile[0].args if image.tile else None  # (rawmode, maxval) where maxval is not 255
+        maxval = args[1] if isinstance(args, tuple) and len(args) == 2 and isinstance(args[1], int) else 255
+        bits = 32 if image.mode == "F" else 16 if image.mode == "I" or maxval > 255 else 8
+    elif image.format == "JPEG2000":
+        bits = 8 if image.mode == "L" else 16  # its header's depth per component is not read here
+    else:
+        bits = 8  # JPEG, WebP, GIF, BMP: OpenCV decodes them to 8-bit samples
+    return 1 if bits <= 8 else 2 if bits <= 16 else 4 if bits <= 32 else 8
+
+
+def decode_bytes_per_pixel(channels: int, sample_bytes: int) -> int:
+    """Peak bytes per pixel of `decode_pixels` for a raw decode of B = `channels` x `sample_bytes` bytes
+    per pixel: the largest of its three steps, `max(2B, B + 3, 6)`.
+
+    1. `cv2.imdecode`: 2B. OpenCV's Python binding copies the decoded image into a numpy array before it
+       frees its own, so the raw decode is held twice for a moment (measured for every format).
+    2. `to_rgb8`: B + 3, the raw decode and the uint8 RGB result it is converted into strip by strip
+       (just 3 for 8-bit BGR, converted in place).
+    3. `apply_orientation` (EXIF orientations 2-8): 6, the RGB result and its re-oriented copy.
+
+    Pillow's formats count B = 4 (its in-memory image: 4 bytes per pixel for 8-bit modes), converted
+    strip by strip into the RGB result: 4 + 3.
+    """
+    raw = channels * sample_bytes
+    return max(2 * raw, raw + 3, 6)
 
 
 def _orientation(image: Image.Image) -> int:
@@ -184,13 +326,26 @@ def _orientation(image: Image.Image) -> int:
 
 
 def check_size(header: ImageHeader, max_megapixels: float) -> None:
-    """Refuse a header that declares more than `max_megapixels` (or a zero-sized image)."""
+    """Refuse a header that declares more than `max_megapixels` (or a zero-sized image), or whose decode
+    would need more than `DECODE_BYTES_PER_ALLOWED_PIXEL` bytes per allowed pixel (deep samples, alpha)."""
     if header.width <= 0 or header.height <= 0:
         raise CorruptImageError(f"header declares an empty image {header.width}x{header.height}")
-    if max_megapixels and header.megapixels > max_megapixels:
+    if not max_megapixels:
+        return
+    if header.megapixels > max_megapixels:
         raise ImageTooLargeError(
             f"{header.format} header declares {header.width}x{header.height} = "
             f"{header.megapixels:.1f} megapixels, over --max_megapixels={max_megapixels:g}")
+    allowed = DECODE_BYTES_PER_ALLOWED_PIXEL * max_megapixels * 1e6
+    if header.decode_bytes > allowed:
+        per_pixel = decode_bytes_per_pixel(header.channels, header.sample_bytes)
+        raise ImageTooLargeError(
+            f"{header.format} of {header.width}x{header.height} with up to {header.channels} channels of "
+            f"{8 * header.sample_bytes} bits needs {header.decode_bytes / 1e6:.0f} MB to decode ({per_pixel} "
+            f"bytes per pixel), over the {allowed / 1e6:.0f} MB that --max_megapixels={max_megapixels:g} allows "
+            f"({DECODE_BYTES_PER_ALLOWED_PIXEL} bytes per pixel); --max_megapixels="
+            f"{math.ceil(header.decode_bytes / DECODE_BYTES_PER_ALLOWED_PIXEL / 1e5) / 10:g} or more accepts it. "
+            f"Received: {header.megapixels:.1f} megapixels")
 
 
 def reduction_factor(stored_size: tuple[int, int], target_size: tuple[int, int]) -> int:
@@ -208,8 +363,25 @@ def reduction_factor(stored_size: tuple[int, int], target_size: tuple[int, int])
     return best
 
 
-def to_rgb8(image: np.ndarray) -> np.ndarray:
-    """Any OpenCV decode (gray, BGR, BGRA, gray+alpha; 8/16-bit or float) to uint8 RGB, alpha on white."""
+def to_rgb8(image: np.ndarray, *, in_place: bool = False) -> np.ndarray:
+    """Any OpenCV decode (gray, BGR, BGRA, gray+alpha; 8/16-bit or float) to uint8 RGB, alpha on white.
+
+    The conversion runs over strips of `STRIP_PIXELS`, written into one uint8 RGB result, so it never
+    holds a full-size wide copy (a 16-bit RGBA image once needed 4 copies of 4-8 bytes per pixel). With
+    `in_place`, an 8-bit BGR `image` becomes the result itself (the caller gives `image` up).
+    """
+    height, width = image.shape[:2]
+    reuse = (in_place and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+             and image.flags.c_contiguous and image.flags.writeable)
+    out = image if reuse else np.empty((height, width, 3), np.uint8)
+    rows = max(1, STRIP_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        out[top:top + rows] = _strip_to_rgb8(image[top:top + rows])
+    return out
+
+
+def _strip_to_rgb8(image: np.ndarray) -> np.ndarray:
+    """`to_rgb8` of a few rows (each output pixel depends only on the same input pixel)."""
     if image.dtype == np.uint16:
         image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
     elif image.dtype.kind == "f":
@@ -258,7 +430,9 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
 
 def decode_pixels(data: bytes, header: ImageHeader, reduction: int = 1) -> np.ndarray:
     """Decode to uint8 RGB, EXIF orientation applied; `reduction` > 1 only for JPEG."""
-    if header.format not in OPENCV_FORMATS:
+    if header.format not in ALLOWED_FORMATS:  # read_header opens only allowed formats: a second guard
+        raise refused_format_error(data)
+    if header.format in PILLOW_FORMATS:
         pixels = _decode_with_pillow(data, header.width * header.height)
         if pixels.shape[:2] != (header.height, header.width):
             raise CorruptImageError(f"the header declares {header.width}x{header.height} but Pillow decoded "
@@ -283,7 +457,9 @@ def decode_pixels(data: bytes, header: ImageHeader, reduction: int = 1) -> np.nd
     if image.shape[:2] != expected:  # crops are placed with the header's geometry: they must agree
         raise CorruptImageError(f"the header declares {header.width}x{header.height} but OpenCV decoded "
                                 f"{image.shape[1] * reduction}x{image.shape[0] * reduction}")
-    return apply_orientation(to_rgb8(image), header.orientation)
+    rgb = to_rgb8(image, in_place=True)
+    del image  # the raw decode is freed before orienting, so at most two RGB copies are held then
+    return apply_orientation(rgb, header.orientation)
 
 
 def check_png_chunks(data: bytes) -> None:
@@ -312,16 +488,19 @@ def _decode_with_pillow(data: bytes, max_pixels: int) -> np.ndarray:
     try:
         with _pillow_open(data, max_pixels) as image:
             image.seek(0)
+            image.load()  # some readers (ICO) settle the size only here
             has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-            image = image.convert("RGBA" if has_alpha else "RGB")
-            array = np.asarray(image)
+            out = np.empty((image.height, image.width, 3), np.uint8)
+            rows = max(1, STRIP_PIXELS // max(image.width, 1))
+            for top in range(0, image.height, rows):  # strips: no full-size converted copy
+                box = (0, top, image.width, min(top + rows, image.height))
+                strip = np.asarray(image.crop(box).convert("RGBA" if has_alpha else "RGB"))
+                out[top:top + rows] = _on_white(strip[:, :, :3], strip[:, :, 3]) if has_alpha else strip
+            return out
     except DecodeError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise CorruptImageError(f"Pillow could not decode this image: {exc}") from exc
-    if array.shape[2] == 4:
-        return _on_white(array[:, :, :3], array[:, :, 3])
-    return array
 
 
 def decode_full(data: bytes, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:

@@ -10,6 +10,10 @@ Layout under the output root ROOT (any Beam filesystem: local, gs://, s3://):
   (`transforms.paths` escapes a source name's own `.rank<k>` ending, so source `a.rank1`'s crop is
   never the rank-1 crop of source `a`.)
 * `ROOT/saliency/<relpath>.npy` (with `--save_saliency`): the float32 log-density at model resolution.
+* `ROOT/saliency/<relpath>.png` (by default; `--saliency_preview=false` turns it off): a small preview of
+  the same map for `gazecrop report`'s heat map, a grey PNG whose long side is at most
+  `PREVIEW_LONG_SIDE` pixels, each pixel 255 x the density there relative to the map's peak
+  (`saliency_preview`). A few kilobytes per image; it changes no crop and no metadata row.
 
 Every file is written to a temporary name beside its final path and renamed into place, so no reader
 ever sees a truncated file at a final path. Encoding is deterministic (fixed encoder parameters, no
@@ -44,7 +48,7 @@ from transforms.crop import Crop, CropConfig, Focus, parse_aspect_ratios, ratio_
 from transforms.decode import DEFAULT_MAX_MEGAPIXELS, check_size, decode_pixels, read_header, resize_to
 from transforms.paths import check_relpath
 from transforms.read import absolute_uri
-from transforms.records import CroppedImage, dead_letter_rows, from_epoch_us, now_utc
+from transforms.records import CroppedImage, SaliencyImage, dead_letter_rows, from_epoch_us, now_utc
 
 OUTPUT_FORMATS = ("jpeg", "png", "webp", "source")
 
@@ -59,8 +63,8 @@ _PNG_COMPRESSION = 6
 
 @dataclasses.dataclass(frozen=True)
 class OutputConfig:
-    """How crops are written (the --output_format, --jpeg_quality, --max_output_side, --save_saliency
-    options).
+    """How crops are written (the --output_format, --jpeg_quality, --max_output_side, --save_saliency,
+    --saliency_preview options).
 
     Attributes:
       root: output root ROOT (a local path or a filesystem URI).
@@ -70,6 +74,8 @@ class OutputConfig:
       max_output_side: downscale a crop so its longer side is at most this many pixels (0: never);
         crops are never upscaled.
       save_saliency: also write each image's log-density map (`ROOT/saliency/<relpath>.npy`).
+      saliency_preview: also write a small 8-bit preview of that map (`ROOT/saliency/<relpath>.png`,
+        what `gazecrop report` draws its heat map from).
       max_megapixels: the decompression-bomb guard, applied again to the full-resolution decode.
     """
     root: str
@@ -77,6 +83,7 @@ class OutputConfig:
     jpeg_quality: int = 90
     max_output_side: int = 0
     save_saliency: bool = False
+    saliency_preview: bool = True
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
 
     def __post_init__(self):
@@ -89,9 +96,9 @@ class OutputConfig:
             raise ValueError(f"max_output_side must be >= 0. Received: max_output_side={self.max_output_side}")
 
 
-# OutputConfig fields that do not change what a crop is (where it goes, and which inputs are refused:
-# a refused image has no metadata rows to reuse).
-_NOT_SHAPING_OUTPUT = ("root", "max_megapixels")
+# OutputConfig fields that do not change what a crop is (where it goes, which inputs are refused: a
+# refused image has no metadata rows to reuse; whether a preview of the map is written beside it).
+_NOT_SHAPING_OUTPUT = ("root", "max_megapixels", "saliency_preview")
 
 
 def settings_id(crop_config: CropConfig, output: OutputConfig) -> str:
@@ -122,7 +129,44 @@ def crop_uri(root: str, ratio_dir: str, relpath: str, extension: str, rank: int 
 
 
 def saliency_uri(root: str, relpath: str) -> str:
+    """`ROOT/saliency/<relpath>.npy`: the full log-density map (--save_saliency)."""
     return join(root, "saliency", f"{check_relpath(relpath)}.npy")
+
+
+def saliency_preview_uri(root: str, relpath: str) -> str:
+    """`ROOT/saliency/<relpath>.png`: the map's small 8-bit preview (`saliency_preview`)."""
+    return join(root, "saliency", f"{check_relpath(relpath)}.png")
+
+
+# Long side of a saliency preview, pixels. The map is a smooth density (the model ends with a wide
+# Gaussian blur), so 128 pixels keep its shape; the report draws it over a 480-pixel thumbnail with
+# bilinear interpolation.
+PREVIEW_LONG_SIDE = 128
+
+
+def relative_density(log_density: np.ndarray) -> np.ndarray:
+    """float32 density relative to its peak, in [0, 1] (0 where the map is not finite or all -inf)."""
+    ld = np.asarray(log_density, dtype=np.float64)
+    ld = np.where(np.isfinite(ld), ld, -np.inf)
+    peak = ld.max()
+    if not np.isfinite(peak):
+        return np.zeros(ld.shape, np.float32)
+    return np.exp(ld - peak).astype(np.float32)
+
+
+def saliency_preview(log_density: np.ndarray, long_side: int = PREVIEW_LONG_SIDE) -> bytes:
+    """A grey 8-bit PNG of `relative_density(log_density)` (0..255), shrunk to `long_side` (area
+    averaging, then rescaled so the peak is 255 again). Deterministic bytes."""
+    density = relative_density(log_density)
+    scale = long_side / max(density.shape)
+    if scale < 1:
+        size = (max(1, round(density.shape[1] * scale)), max(1, round(density.shape[0] * scale)))
+        density = cv2.resize(density, size, interpolation=cv2.INTER_AREA)
+    level = np.rint(255 * density / max(float(density.max()), 1e-12)).astype(np.uint8)
+    ok, buffer = cv2.imencode(".png", level, [cv2.IMWRITE_PNG_COMPRESSION, _PNG_COMPRESSION])
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {level.shape[1]}x{level.shape[0]} saliency preview")
+    return buffer.tobytes()
 
 
 def relpath_of_output(root: str, output_uri: str, rank: int = 0) -> str:
@@ -305,11 +349,21 @@ def write_crops(item: CroppedImage, config: OutputConfig, settings: str = "") ->
             "config_id": config_id,
             "processed_at": processed_at,
         })
+    bytes_written.inc(write_saliency(image, config))
+    return rows
+
+
+def write_saliency(image: SaliencyImage, config: OutputConfig) -> int:
+    """The image's saliency files that `config` asks for (the .npy map, the .png preview); bytes written."""
+    written = 0
     if config.save_saliency:
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(image.log_density, dtype=np.float32), allow_pickle=False)
-        bytes_written.inc(write_atomically(saliency_uri(config.root, image.relpath), buffer.getvalue()))
-    return rows
+        written += write_atomically(saliency_uri(config.root, image.relpath), buffer.getvalue())
+    if config.saliency_preview:
+        written += write_atomically(saliency_preview_uri(config.root, image.relpath),
+                                    saliency_preview(image.log_density))
+    return written
 
 
 class _WriteCropsFn(beam.DoFn):
