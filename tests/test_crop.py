@@ -40,7 +40,11 @@ def test_parse_aspect_ratios():
     assert parse_aspect_ratios(["1:1", "4:5,9:16"]) == ((1, 1), (4, 5), (9, 16))
 
 
-@pytest.mark.parametrize("text", ["", " , ", "16/9", "0:1", "1:0", "1.91:1", "a:b", "16:9:1",
+def test_parse_aspect_ratios_spellings_people_type():
+    assert parse_aspect_ratios("1x1,16/9,1.91:1,1.5:1, 4X5") == ((1, 1), (16, 9), (191, 100), (3, 2), (4, 5))
+
+
+@pytest.mark.parametrize("text", ["", " , ", "16-9", "0:1", "1:0", "1.00001:1", "a:b", "16:9:1",
                                   "-1:1", "1:1,2:2", "16:9,", "10001:10000", "101:1", "1:101",
                                   "9223372036854775807:1", ",".join(f"{w}:{w + 1}" for w in range(1, 18))])
 def test_parse_aspect_ratios_rejects(text):
