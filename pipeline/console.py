@@ -45,7 +45,8 @@ def _console_stream():
 
 
 def _route_logging(log_stream) -> list[logging.Handler]:
-    """Every Python log record to the log file; gazecrop's own warnings also to the console."""
+    """Every Python log record (INFO and up) to the log file; gazecrop's own warnings also to the
+    console. Returns the handlers added (`_unroute_logging` removes them)."""
     to_file = logging.StreamHandler(log_stream)
     to_file.setFormatter(logging.Formatter(LOG_FORMAT))
     to_console = logging.StreamHandler()  # sys.stderr at emit time: the console during the run
@@ -56,10 +57,18 @@ def _route_logging(log_stream) -> list[logging.Handler]:
     root = logging.getLogger()
     for handler in (to_file, to_console):
         root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
+    root.setLevel(min(root.level or logging.WARNING, logging.INFO))
     logging.captureWarnings(True)  # Python warnings (deprecations, ...) are log records too
     return [to_file, to_console]
+
+
+def _unroute_logging(handlers: list[logging.Handler], level: int) -> None:
+    """Undo `_route_logging`: its handlers removed, the root logger's level as it was."""
+    root = logging.getLogger()
+    for handler in handlers:
+        root.removeHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(False)
 
 
 @contextlib.contextmanager
@@ -78,13 +87,12 @@ def quiet(argv: list[str]):
     if saved_fd2 is not None:
         os.dup2(fd, 2)
     sys.stderr = console
+    level = logging.getLogger().level
     handlers = _route_logging(log_stream)
     try:
         yield log_path
     finally:
-        for handler in handlers:
-            logging.getLogger().removeHandler(handler)
-        logging.captureWarnings(False)
+        _unroute_logging(handlers, level)
         sys.stderr = saved_stderr
         if saved_fd2 is not None:
             os.dup2(saved_fd2, 2)

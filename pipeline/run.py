@@ -77,7 +77,12 @@ class NotStartedError(Exception):
 
 
 class InterruptedRun(Exception):
-    """Ctrl-C while the job ran: crops written so far are complete files, the tables are not updated."""
+    """Ctrl-C during a batch run: before its job `started` nothing was written; after, crops written so
+    far are complete files and the tables are not updated."""
+
+    def __init__(self, root: str, started: bool):
+        super().__init__(root)
+        self.root, self.started = root, started
 
 
 @contextlib.contextmanager
@@ -330,6 +335,8 @@ def run_batch(options: RunOptions, pipeline_options: PipelineOptions) -> Summary
         build(p, options, listed=listed, progress_path=bar.path if bar else None, announce=announce)
     except (UsageError, NothingMatchedError, FocusTableError):
         raise
+    except KeyboardInterrupt:
+        raise InterruptedRun(options.output, started=False) from None
     except Exception as exc:
         raise NotStartedError(exc) from exc
     announce("cropping…")
@@ -340,7 +347,7 @@ def run_batch(options: RunOptions, pipeline_options: PipelineOptions) -> Summary
                 result.wait_until_finish()
         except BaseException:
             if ctrl_c.is_set():
-                raise InterruptedRun(options.output) from None
+                raise InterruptedRun(options.output, started=True) from None
             raise
     not_run = built_only(pipeline_options)
     if not_run:  # nothing ran, so there are no tables to summarise
@@ -378,14 +385,16 @@ def failure_lines(exc: BaseException) -> list[str]:
 
 
 def interrupted_line(exc: BaseException) -> str:
-    """What a Ctrl-C left: after the job started (`InterruptedRun`), complete crops and the old tables;
-    before, nothing."""
-    if isinstance(exc, InterruptedRun):
-        root = absolute_uri(str(exc))
-        return (f"gazecrop: interrupted: crops written so far under {join(root, 'crops')}/ are complete "
-                f"files; the tables are still the last finished run's. To finish, rerun the same "
-                f"command with --incremental")
-    return "gazecrop: interrupted before the job started: nothing was written"
+    """What a Ctrl-C left (`InterruptedRun`): after the batch job started, complete crops and the old
+    tables; before, nothing. (A streaming run says what it drains itself: pipeline/stream.py.)"""
+    if not isinstance(exc, InterruptedRun):
+        return "gazecrop: interrupted (Ctrl-C)"
+    if not exc.started:
+        return "gazecrop: interrupted before the job started: nothing was written"
+    root = absolute_uri(exc.root)
+    return (f"gazecrop: interrupted: crops written so far under {join(root, 'crops')}/ are complete "
+            f"files; the tables are still the last finished run's. To finish, rerun the same "
+            f"command with --incremental")
 
 
 def main(argv: list[str] | None = None) -> int:
