@@ -236,10 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Crop images to aspect ratios, keeping what people look at. Options not listed "
                     "here are Apache Beam pipeline options (--runner, --direct_num_workers, ...).",
         epilog="exit status: 0 done; 1 the run failed as a whole (the tables are the last finished run's); "
-               "2 usage error (an option, a --focus table), nothing done; 3 --input and --input_list "
-               "name no file, nothing done; 4 more than --max_failure_ratio of the files processed "
-               "failed (both tables written; the summary says so); 75 another run holds the output root's lock, nothing "
-               "done; 130 interrupted (Ctrl-C): crops written so far are complete, rerun with --incremental")
+               "2 usage error (an unknown option, a bad value, a --model or --input_list that cannot be "
+               "used, a --focus table), nothing done; 3 the inputs name no file, nothing done; 4 more than "
+               "--max_failure_ratio of the files processed failed (both tables written; the summary says "
+               "so); 75 another run holds the output root's lock, nothing done; 130 interrupted (Ctrl-C): "
+               "crops written so far are complete, rerun with --incremental to finish")
     parser.add_argument("paths", nargs="*", metavar="INPUT",
                         help="files, folders or patterns to crop, as --input takes them")
     parser.add_argument("--input", dest="inputs", action="extend", nargs="+", default=[], metavar="PATTERN",

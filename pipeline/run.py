@@ -1,8 +1,11 @@
 """`gazecrop run` / `python -m pipeline.run`: build the pipeline, run it, print a summary.
 
-    gazecrop run --input 'photos/**/*.jpg' --output out/ [--aspect_ratios 1:1,16:9] [Beam options]
+    gazecrop run photos/*.jpg --output out/ [--aspect_ratios 1:1,16:9] [Beam options]
+    gazecrop run --input 'photos/**/*.jpg' --input photos/portrait --output out/
 
-Without --input (and --input_list) it crops a few demo images it draws itself into ./gazecrop-out.
+Without inputs (and --input_list) it crops a few demo images it draws itself into ./gazecrop-out.
+`gazecrop run` keeps the console to gazecrop's own lines (pipeline/console.py, in pipeline/cli.py);
+`python -m pipeline.run` leaves it as the libraries write it.
 Failed images are rows of ROOT/errors/, counted by stage and reason in the summary. One run at a time
 writes an output root: a run holds its lock `ROOT/_gazecrop.lock` (pipeline/lock.py) while it works.
 
