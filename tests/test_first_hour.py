@@ -243,3 +243,11 @@ def test_incremental_summary_says_what_this_run_did(fixtures_dir, tmp_path, caps
     assert "gazecrop: processed 0 files: all 3 unchanged since the last run (--incremental)" in out
     assert "cropped 3 images" not in out.splitlines()[0]
     assert f"next: gazecrop report {tmp_path / 'out'}" in out
+
+
+def test_verbose_by_option_or_environment(monkeypatch):
+    from pipeline.console import wants_verbose
+    monkeypatch.delenv("GAZECROP_VERBOSE", raising=False)
+    assert not wants_verbose(["--input", "a.jpg"]) and wants_verbose(["a.jpg", "--verbose"])
+    monkeypatch.setenv("GAZECROP_VERBOSE", "1")
+    assert wants_verbose(["a.jpg"])
