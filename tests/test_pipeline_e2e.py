@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import read_tables, run_gazecrop
+from transforms.paths import output_relpath
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +53,7 @@ def test_saliency_maps_are_log_densities_at_model_resolution(e2e_run):
     info = describe_model("default")
     for folder, name in PHOTOS:
         row = next(r for r in metadata if r["source_uri"].endswith(f"{folder}/{name}"))
-        log_density = np.load(root / "saliency" / folder / f"{name}.npy")
+        log_density = np.load(root / "saliency" / f"{output_relpath(row['source_uri'], f'{folder}/{name}')}.npy")
         assert log_density.dtype == np.float32
         assert log_density.shape == info.input_size(row["source_height"], row["source_width"])
         peak = log_density.max()
