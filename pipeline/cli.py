@@ -18,6 +18,10 @@ gazecrop --version prints the installed version.
 
 COMMANDS = ("run", "bench", "report")
 
+# Exit statuses of `gazecrop run` after which its log is kept and named: the run worked and went wrong
+# (1 failed, 4 too many failures, 130 Ctrl-C). After the others its log holds nothing to act on.
+KEEP_LOG_STATUSES = (1, 4, 130)
+
 
 def version() -> str:
     """The installed gazecrop distribution's version ("unknown" when run from a checkout not installed)."""
@@ -29,7 +33,7 @@ def version() -> str:
 
 def run_command(rest: list[str]) -> int:
     """`gazecrop run`, its console quiet (pipeline/console.py) from before Beam and TensorFlow load;
-    the log is named when the run did not succeed."""
+    the log is kept and named after a run that went wrong (`KEEP_LOG_STATUSES`), else removed."""
     from pipeline import console
     with console.quiet(rest) as log_path:
         from pipeline.run import main as run_main
@@ -37,10 +41,10 @@ def run_command(rest: list[str]) -> int:
             status = run_main(rest)
         except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed
             status = exc.code if isinstance(exc.code, int) else 1
-        hint = console.log_hint(log_path) if status not in (0, 2) else None
+        hint = console.log_hint(log_path) if status in KEEP_LOG_STATUSES else None
         if hint:
             print(hint, file=sys.stderr)
-    if status == 0 or status == 2:  # a usage error's log holds nothing the one-line message lacks
+    if status not in KEEP_LOG_STATUSES:
         console.discard_log(log_path)
     return status
 

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +28,12 @@ REPO = Path(pipeline.__file__).resolve().parents[1]  # the checkout under test
 OWN_LINE = re.compile(r"^(gazecrop( run)?: |  \S)")
 # Lines TensorFlow, absl and XLA print from C++ at start-up (one of them at least, on any machine).
 TF_MARKERS = ("absl::InitializeLog", "cpu_feature_guard", "oneDNN", "cuInit", "cudart_stub")
+
+
+@pytest.fixture(autouse=True)
+def temporary_files_in_tmp_path(tmp_path, monkeypatch):
+    """In-process runs write their log (and progress ticks) under tmp_path, never into /tmp."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 def command_env(tmpdir: Path) -> dict:
@@ -104,6 +111,7 @@ def test_a_pattern_or_folder_that_matches_nothing_stops_before_any_work(tmp_path
         assert cli_main(["run", given, "--output", str(tmp_path / "out"), "--model", "tiny"]) == 3
         assert "matches no file; nothing was done" in capsys.readouterr().err
     assert not (tmp_path / "out" / "metadata").exists()
+    assert not list(tmp_path.glob("gazecrop-run-*.log"))  # nothing in it to act on: removed
 
 
 # --- 3. Unknown options, 4. errors before work ---------------------------------------------------
