@@ -51,7 +51,9 @@ def gazecrop(*argv: str, tmpdir: Path, timeout: float = 300) -> subprocess.Compl
                           text=True, capture_output=True, timeout=timeout)
 
 
-def copy_photos(fixtures_dir: Path, folder: Path, names=("kodim01.png", "kodim02.png", "kodim03.png")) -> list[Path]:
+def copy_photos(fixtures_dir: Path, folder: Path,
+                names=("kodim01.png", "kodim02.png", "kodim03.png")) -> list[Path]:
+    """Copies of Kodak fixture photos in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     return [Path(shutil.copy(fixtures_dir / "kodak" / name, folder / name)) for name in names]
 
