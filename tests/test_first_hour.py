@@ -68,7 +68,8 @@ def cropped_sources(root: Path) -> set[str]:
 def test_an_ordinary_run_prints_only_gazecrop_lines_and_verbose_shows_the_rest(fixtures_dir, tmp_path):
     photos = copy_photos(fixtures_dir, tmp_path / "photos")
     quiet = gazecrop("run", *map(str, photos), "--output", str(tmp_path / "out"), "--model", "tiny",
-                     "--aspect_ratios", "1:1", "--progress", "on", tmpdir=tmp_path / "tmp")  # positional, as `photos/*.png` expands
+                     "--aspect_ratios", "1:1", "--progress", "on",
+                     tmpdir=tmp_path / "tmp")  # positional inputs, as the shell expands `photos/*.png`
     assert quiet.returncode == 0, quiet.stderr
     stderr_lines = quiet.stderr.splitlines()
     assert [line for line in stderr_lines if not OWN_LINE.match(line)] == []
