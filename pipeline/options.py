@@ -315,8 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "are kept; a run killed halfway leaves the old tables intact)")
     parser.add_argument("--max_failure_ratio", default=DEFAULT_MAX_FAILURE_RATIO, type=float, metavar="R",
                         help="the run fails (exit status 4, after writing both tables) when more than this "
-                             "share of the files it processed failed (with --incremental: of the files this "
-                             "run processed, not those skipped as unchanged); 0 fails on any failure, 1 never "
+                             "share of the files it processed failed (with --incremental: not counting those "
+                             "skipped as unchanged, nor those retried because they had failed before); 0 fails "
+                             "on any failure, 1 never "
                              f"({_in_range('max_failure_ratio', '%(default)s')})")
     parser.add_argument("--incremental_check", default="mtime", choices=INCREMENTAL_CHECKS,
                         help="with --incremental, how a file is known to be unchanged: 'mtime' compares the "

@@ -197,12 +197,18 @@ def test_too_many_failures_exit_4_counting_only_the_files_this_run_processed(fix
     assert "FAILED" not in capsys.readouterr().out
     for name in ("bad2.jpg", "bad3.jpg"):
         shutil.copy(fixtures_dir / "corrupt" / "empty_zero_bytes.jpg", inputs / name)
-    # This run processes the 2 new files and retries bad1: 3 of 3 fail (over all 6 files it would be 3 of 6).
+    # This run processes the 2 new files (both fail) and retries bad1, which had failed before and is not
+    # counted: 2 of 2 fail (over all 6 files it would be 3 of 6).
     assert main(argv) == 4
     out = capsys.readouterr().out
-    assert ("gazecrop: the run FAILED: 3 of the 3 files it processed failed (100%), over "
-            "--max_failure_ratio=0.5") in out
+    assert ("gazecrop: the run FAILED: 2 of the 2 files it processed failed (100%) (files that had failed "
+            "before are retried, not counted), over --max_failure_ratio=0.5") in out
     metadata, errors = read_tables(root)                     # the tables are still written
     assert len({r["source_uri"] for r in metadata}) == 3
     assert sorted(e["source_uri"].rsplit("/", 1)[1] for e in errors) == ["bad1.jpg", "bad2.jpg", "bad3.jpg"]
+    # A quiet night: nothing new, the three known failures retried and failing again: the run is fine.
+    assert main(argv) == 0
+    assert "FAILED" not in capsys.readouterr().out
+    assert main([*argv, "--max_failure_ratio", "0"]) == 0   # nothing new failed, even at 0
+    shutil.copy(fixtures_dir / "corrupt" / "not_an_image.jpg", inputs / "bad4.jpg")
     assert main([*argv, "--max_failure_ratio", "1"]) == 0   # 1: failures never fail the run
