@@ -171,12 +171,19 @@ class Summary:
                 f"(--incremental)")
 
 
-def summarize(root: str) -> Summary:
-    """Count what the run wrote (the tables are the record of every input)."""
-    metadata = read_table(root, "metadata", ["source_uri"]).column("source_uri").to_pylist()
-    errors = read_table(root, "errors", ["source_uri", "stage", "error_type"]).to_pylist()
+def read_outcomes(root: str) -> tuple[list[dict], list[dict]]:
+    """The tables' rows as far as the summary needs them: metadata `source_uri`, `processed_at`; errors
+    also `stage`, `error_type`."""
+    return (read_table(root, "metadata", ["source_uri", "processed_at"]).to_pylist(),
+            read_table(root, "errors", ["source_uri", "stage", "error_type", "processed_at"]).to_pylist())
+
+
+def summarize(root: str, outcomes: tuple[list[dict], list[dict]] | None = None) -> Summary:
+    """Count what the run wrote (the tables are the record of every input); `outcomes`: the tables'
+    rows if already read (`read_outcomes`)."""
+    metadata, errors = outcomes or read_outcomes(root)
     failed = collections.Counter((e["stage"], e["error_type"]) for e in errors)
-    cropped = len(set(metadata))
+    cropped = len({r["source_uri"] for r in metadata})
     return Summary(read=cropped + len(errors), cropped=cropped, crops=len(metadata), failed=dict(failed))
 
 
@@ -297,13 +304,12 @@ def failed_sources(root: str) -> frozenset[str]:
     return frozenset(read_table(root, "errors", ["source_uri"]).column("source_uri").to_pylist())
 
 
-def run_outcomes(root: str, started: datetime.datetime) -> tuple[set[str], set[str]]:
-    """The source URIs this run cropped and failed: the tables' rows processed at or after `started`
-    (rows an --incremental run kept from earlier runs carry their earlier `processed_at`)."""
-    def since(name: str) -> set[str]:
-        rows = read_table(root, name, ["source_uri", "processed_at"]).to_pylist()
-        return {r["source_uri"] for r in rows if r["processed_at"] >= started}
-    return since("metadata"), since("errors")
+def run_outcomes(outcomes: tuple[list[dict], list[dict]],
+                 started: datetime.datetime) -> tuple[set[str], set[str]]:
+    """The source URIs this run cropped and failed: of the tables' rows (`read_outcomes`), those processed
+    at or after `started` (rows an --incremental run kept from earlier runs carry their earlier
+    `processed_at`)."""
+    return tuple({r["source_uri"] for r in rows if r["processed_at"] >= started} for rows in outcomes)
 
 
 def failure_rule(cropped: set[str], failed: set[str], *, known_failures: frozenset[str],
@@ -315,7 +321,8 @@ def failure_rule(cropped: set[str], failed: set[str], *, known_failures: frozens
     if fresh and len(fresh_failed) / len(fresh) > max_failure_ratio:
         retried = " (files that had failed before are retried, not counted)" if known_failures else ""
         return (f"{len(fresh_failed)} of the {len(fresh)} files it processed failed "
-                f"({len(fresh_failed) / len(fresh):.0%}){retried}, over --max_failure_ratio={max_failure_ratio:g}")
+                f"({len(fresh_failed) / len(fresh):.0%}){retried}, "
+                f"over --max_failure_ratio={max_failure_ratio:g}")
     return None
 
 
@@ -376,12 +383,13 @@ def run_batch(options: RunOptions, pipeline_options: PipelineOptions) -> Summary
     if not_run:  # nothing ran, so there are no tables to summarise
         print(f"gazecrop: {not_run}")
         return Summary(read=0, cropped=0, crops=0, failed={})
-    summary = summarize(options.output)
+    outcomes = read_outcomes(options.output)
+    summary = summarize(options.output, outcomes)
     run_counters = counters(result) if options.incremental else {}
     if options.incremental:
         summary = dataclasses.replace(summary, skipped=run_counters.get("files_skipped_unchanged", 0),
                                       processed=run_counters.get("files_new_or_changed", 0))
-    cropped, failed = run_outcomes(options.output, started)
+    cropped, failed = run_outcomes(outcomes, started)
     summary = dataclasses.replace(summary, failed_rule=failure_rule(
         cropped, failed, known_failures=known_failures, max_failure_ratio=options.max_failure_ratio))
     for line in summary.lines(options.output):
