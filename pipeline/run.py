@@ -120,13 +120,36 @@ def silent(text: str) -> None:
     """`say` where no progress is shown (a log, a remote runner): start-up steps go unsaid."""
 
 
+def interruptible(fn: Callable, *args):
+    """`fn(*args)` in a helper thread while the main thread waits in short steps, so that Ctrl-C stops a
+    call that blocks in a read (an --input_list that is a pipe, `--input_list <(ls ...)`): a SIGINT sent
+    to the process may be delivered to any of its threads, and a main thread blocked in read() would not
+    see it until the read returned."""
+    outcome: dict = {}
+
+    def call():
+        try:
+            outcome["value"] = fn(*args)
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=call, name=f"gazecrop-{getattr(fn, '__name__', 'call')}", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def listed_uris(options: RunOptions) -> list[str]:
     """The URIs of the --input_list file (empty without one); `UsageError` naming the file where it cannot
-    be read. Read once per run: the file may be large, remote, or a pipe."""
+    be read. Read once per run: the file may be large, remote, or a pipe (read so that Ctrl-C works
+    while it waits: `interruptible`)."""
     if not options.input_list:
         return []
     try:
-        return read_input_list(options.input_list)
+        return interruptible(read_input_list, options.input_list)
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"--input_list {options.input_list} cannot be read: {exc}. "
                          f"Received: --input_list={options.input_list}") from exc
