@@ -28,7 +28,7 @@ INSTALL_REQUIRES = [
     "pillow==12.3.0",
 ]
 
-# Optional baselines of `python -m model.cropeval` (smartcrop.py; libvips `smartcrop` through pyvips,
+# Optional baselines of `python -m gazecrop.tools.cropeval` (smartcrop.py; libvips `smartcrop` through pyvips,
 # which also needs the system libvips: Debian's `libvips42`). Without them cropeval skips those methods.
 BASELINES_REQUIRE = [
     "smartcrop==0.5.0",
@@ -52,9 +52,20 @@ setuptools.setup(
     description="Crop images to target aspect ratios, keeping what people look at (DeepGaze saliency, "
     "Apache Beam).",
     python_requires=">=3.10",
-    packages=setuptools.find_namespace_packages(include=["pipeline", "transforms", "model", "model.weights"]),
-    package_data={"model.weights": ["*.h5"]},  # the bundled trained readout (model.load_model("default"))
+    # One package, `gazecrop`, from the repository's folders (DESIGN.md "Layout"): core/ is the package's
+    # own top (the Beam-free, TensorFlow-free pieces and the `gazecrop.crop` library call), the others
+    # its subpackages. Nothing else lands on a user's import path.
+    package_dir={
+        "gazecrop": "core",
+        "gazecrop.model": "model",
+        "gazecrop.transforms": "transforms",
+        "gazecrop.pipeline": "pipeline",
+        "gazecrop.tools": "tools",
+    },
+    packages=["gazecrop", "gazecrop.model", "gazecrop.model.weights", "gazecrop.transforms", "gazecrop.pipeline",
+              "gazecrop.tools"],
+    package_data={"gazecrop.model.weights": ["*.h5"]},  # the bundled trained readouts (load_model("default"))
     install_requires=INSTALL_REQUIRES,
     extras_require={"baselines": BASELINES_REQUIRE, "test": TEST_REQUIRES},
-    entry_points={"console_scripts": ["gazecrop = pipeline.cli:main"]},
+    entry_points={"console_scripts": ["gazecrop = gazecrop.pipeline.cli:main"]},
 )

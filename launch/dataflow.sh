@@ -8,7 +8,7 @@
 # Run it from the repository root with the project installed (`pip install -e .`), on Python 3.11 with
 # apache-beam 2.77.0: the machine that submits builds the job graph, and the workers run the image built
 # from launch/Dockerfile (same Beam, same Python). Every argument after the options below is passed on
-# to `python -m pipeline.run` (gazecrop's options and any Beam/Dataflow option): a single-valued option
+# to `python -m gazecrop.pipeline.run` (gazecrop's options and any Beam/Dataflow option): a single-valued option
 # given again overrides the default here (the last value wins); list options (--experiments,
 # --dataflow_service_options) add to these, so change the GPU through GPU_TYPE/GPU_COUNT.
 #
@@ -37,7 +37,7 @@ PYTHON="${PYTHON:-python}"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."  # --setup_file ./setup.py is relative to the repository root
 
 cmd=(
-  "$PYTHON" -m pipeline.run
+  "$PYTHON" -m gazecrop.pipeline.run
   --runner=DataflowRunner
   "--project=${PROJECT}"
   "--region=${REGION}"

@@ -8,7 +8,7 @@
 # The machine that submits builds the job graph and starts Beam's Flink job server from the jar that
 # launch/flink/build_job_server.sh assembles (Beam Java 2.62.0 for Flink 1.19: the cluster must run
 # Flink 1.19.x). Inputs and outputs must be reachable from every TaskManager: gs://, s3:// or a shared
-# filesystem. Every argument other than --print goes to `python -m pipeline.run`, after the defaults
+# filesystem. Every argument other than --print goes to `python -m gazecrop.pipeline.run`, after the defaults
 # here, so a single-valued option given again wins.
 #
 # Where the Python SDK workers run (ENVIRONMENT_TYPE):
@@ -63,7 +63,7 @@ case "$ENVIRONMENT_TYPE" in
 esac
 
 cmd=(
-  "$PYTHON" -m pipeline.run
+  "$PYTHON" -m gazecrop.pipeline.run
   --runner=FlinkRunner
   "--flink_master=${FLINK_MASTER}"
   "--flink_job_server_jar=${JOB_SERVER_JAR}"

@@ -1,11 +1,11 @@
 """gazecrop's saliency model: a DeepGaze network (VGG16 body, trained readout) in Keras.
 
 ``load_model("default")`` returns the bundled trained model, ``load_model("fast")`` its pruned,
-distilled ~15× faster version (``model.train_fast``); ``load_model("tiny")`` a tiny
+distilled ~15× faster version (``gazecrop.tools.train_fast``); ``load_model("tiny")`` a tiny
 seeded stand-in for tests. See ``model/README.md`` (the model card).
 
-Keras and TensorFlow are imported on first use, so ``model.saliency`` and ``model.metrics`` stay light
-to import (``model.images`` reads with the pipeline's decoder, so it imports Beam).
+Keras and TensorFlow are imported on first use, so ``gazecrop.model.saliency`` and ``gazecrop.tools.metrics`` stay light
+to import (``gazecrop.model.images`` reads with the pipeline's decoder, so it imports Beam).
 """
 
 __all__ = ["SaliencyModel", "WeightsError", "load_model"]
@@ -13,7 +13,7 @@ __all__ = ["SaliencyModel", "WeightsError", "load_model"]
 
 def __getattr__(name):
     if name in __all__:
-        from model import loading
+        from gazecrop.model import loading
 
         return getattr(loading, name)
     raise AttributeError(f"module 'model' has no attribute {name!r}")

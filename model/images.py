@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transforms.decode import DecodeError, decode_full, resize_to
+from gazecrop.decode import DecodeError, decode_full, resize_to
 
 
 class ImageReadError(ValueError):

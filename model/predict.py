@@ -1,4 +1,4 @@
-"""Predicts saliency for image files: ``python -m model.predict --input PATH_OR_GLOB --output DIR``.
+"""Predicts saliency for image files: ``python -m gazecrop.model.predict --input PATH_OR_GLOB --output DIR``.
 
 For each image it writes ``<stem>.npy``: a float32 log-density at the source image's resolution
 (after its EXIF orientation), ``logsumexp == 0``. ``--heatmap`` also writes ``<stem>.png``, the
@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from model.images import ImageReadError, read_image_rgb, resize_for_model
-from model.saliency import resize_log_density
+from gazecrop.model.images import ImageReadError, read_image_rgb, resize_for_model
+from gazecrop.model.saliency import resize_log_density
 
 
 def predict_images(model, images, *, batch_size=8):
@@ -59,7 +59,7 @@ def expand_inputs(pattern):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m model.predict", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m gazecrop.model.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, help="an image file, a folder, or a glob pattern")
     p.add_argument("--output", required=True, type=Path, help="folder for <stem>.npy (and .png)")
@@ -72,7 +72,7 @@ def main(argv=None):
     if not paths:
         print(f"no input files match {args.input}", file=sys.stderr)
         return 1
-    from model import load_model
+    from gazecrop.model import load_model
 
     model = load_model(args.model)
     print(f"model {model.name} version {model.version}, {len(paths)} input files")

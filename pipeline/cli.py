@@ -9,7 +9,7 @@ USAGE = """usage: gazecrop COMMAND [options]
 
 commands:
   run      crop images: gazecrop run photos/*.jpg [--output ROOT]; `gazecrop help run` for its options
-  bench    benchmark the pipeline against the model alone (python -m pipeline.bench)
+  bench    benchmark the pipeline against the model alone (python -m gazecrop.tools.bench)
   report   an HTML report of a run's output root (gazecrop report ROOT)
   help     this text; `gazecrop help COMMAND` for a command's options
 
@@ -34,9 +34,9 @@ def version() -> str:
 def run_command(rest: list[str]) -> int:
     """`gazecrop run`, its console quiet (pipeline/console.py) from before Beam and TensorFlow load;
     the log is kept and named after a run that went wrong (`KEEP_LOG_STATUSES`), else removed."""
-    from pipeline import console
+    from gazecrop.pipeline import console
     with console.quiet(rest) as log_path:
-        from pipeline.run import main as run_main
+        from gazecrop.pipeline.run import main as run_main
         try:
             status = run_main(rest)
         except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed
@@ -66,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     if command == "run":
         return run_command(rest)
     if command == "bench":
-        from pipeline.bench import main as bench_main
+        from gazecrop.tools.bench import main as bench_main
         return bench_main(rest)
     if command == "report":
-        from pipeline.report import main as report_main
+        from gazecrop.pipeline.report import main as report_main
         return report_main(rest)
     print(f"gazecrop: unknown command {command!r}\n{USAGE}", end="", file=sys.stderr)
     return 2

@@ -12,9 +12,9 @@ input ends as metadata rows (one per ratio and produced rank) or exactly one err
 table, the read stage's files also go to `LogUnmatchedFocusRows`, which logs the table's rows that name
 no input file.
 
-The matched gs:// files get their object generations (`transforms.generations`), which every metadata
+The matched gs:// files get their object generations (`gazecrop.transforms.generations`), which every metadata
 row records. With `incremental=True` the matched files then meet the existing tables
-(`transforms.incremental`): files already done skip every stage, and their old rows join this run's
+(`gazecrop.transforms.incremental`): files already done skip every stage, and their old rows join this run's
 rows in the rewritten tables.
 """
 
@@ -24,16 +24,17 @@ from collections.abc import Mapping
 
 import apache_beam as beam
 
-from pipeline.progress import Tick
-from transforms.crop import CropConfig, Focus, ratio_label
-from transforms.decode import DEFAULT_MAX_MEGAPIXELS, DecodeImages
-from transforms.generations import ListGenerations
-from transforms.inference import DeepGazeModelHandler, ModelInfo, PredictSaliency
-from transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA, WriteTable
-from transforms.incremental import SkipUnchanged
-from transforms.read import DEFAULT_MAX_INPUT_BYTES, MatchImages, ReadMatchedFiles
-from transforms.select import LogUnmatchedFocusRows, SelectCrops
-from transforms.write import OutputConfig, WriteCrops, settings_id
+from gazecrop.pipeline.progress import Tick
+from gazecrop.search import CropConfig, Focus, ratio_label
+from gazecrop.decode import DEFAULT_MAX_MEGAPIXELS
+from gazecrop.transforms.decode import DecodeImages
+from gazecrop.transforms.generations import ListGenerations
+from gazecrop.transforms.inference import DeepGazeModelHandler, ModelInfo, PredictSaliency
+from gazecrop.transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA, WriteTable
+from gazecrop.transforms.incremental import SkipUnchanged
+from gazecrop.transforms.read import DEFAULT_MAX_INPUT_BYTES, MatchImages, ReadMatchedFiles
+from gazecrop.transforms.select import LogUnmatchedFocusRows, SelectCrops
+from gazecrop.transforms.write import OutputConfig, WriteCrops, settings_id
 
 
 class GazeCrop(beam.PTransform):
@@ -41,9 +42,9 @@ class GazeCrop(beam.PTransform):
 
     Args:
       patterns: input globs/URIs; listed_uris: the URIs of an --input_list.
-      model_info: the model (`transforms.inference.describe_model`).
+      model_info: the model (`gazecrop.transforms.inference.describe_model`).
       crop_config: the crop search (aspect ratios, candidates, min_scale, ...).
-      focus: the --focus table, `{source URI: Focus}` (`transforms.select.resolve_focus_table`);
+      focus: the --focus table, `{source URI: Focus}` (`gazecrop.transforms.select.resolve_focus_table`);
         empty = no hints.
       output: how and where crops and tables are written.
       batch_size: most images per model call.
@@ -51,10 +52,10 @@ class GazeCrop(beam.PTransform):
       max_input_bytes: larger input files are refused before they are read (0: no limit).
       handler: the ModelHandler; default `DeepGazeModelHandler(model_info, max_batch_size=batch_size)`.
       incremental: skip the images the tables under `output.root` already hold for this model and these
-        settings, and keep their rows (`transforms.incremental`).
+        settings, and keep their rows (`gazecrop.transforms.incremental`).
       incremental_check: how `incremental` knows a file is unchanged: "mtime" (size, time, gs://
         generation) or "content" (also the SHA-256 of files without a generation).
-      progress_path: a local file that gets one byte per image accounted for (`pipeline.progress`).
+      progress_path: a local file that gets one byte per image accounted for (`gazecrop.pipeline.progress`).
     """
 
     def __init__(self, *, patterns: list[str], listed_uris: list[str] = (), model_info: ModelInfo,

@@ -3,7 +3,7 @@
 `parse(argv)` reads the options below into a `RunOptions`; the inputs are `--input` values (several after
 one --input, as an unquoted shell glob gives) and positional arguments (`gazecrop run photos/*.jpg`); a
 folder stands for every file under it. Beam's own options (`--runner`, `--direct_num_workers`,
-`--project`, ... as Beam's parser knows them: `pipeline.beam_options`) are passed to Beam's
+`--project`, ... as Beam's parser knows them: `gazecrop.pipeline.beam_options`) are passed to Beam's
 `PipelineOptions` as written; anything else is refused with a suggestion. Every error is one line naming
 the option and what it accepts (exit status 2), before any work.
 """
@@ -18,13 +18,13 @@ import os
 import re
 import sys
 
-from pipeline.beam_options import add_beam_options, beam_option_arity
-from transforms.crop import (MAX_ASPECT_RATIOS, MAX_RATIO_SPREAD, MAX_RATIO_TERM, CropConfig,
+from gazecrop.pipeline.beam_options import add_beam_options, beam_option_arity
+from gazecrop.search import (MAX_ASPECT_RATIOS, MAX_RATIO_SPREAD, MAX_RATIO_TERM, CropConfig,
                              parse_aspect_ratios)
-from transforms.decode import DEFAULT_MAX_MEGAPIXELS
-from transforms.incremental import INCREMENTAL_CHECKS
-from transforms.read import DEFAULT_MAX_INPUT_BYTES, absolute_uri
-from transforms.write import OUTPUT_FORMATS, OutputConfig
+from gazecrop.decode import DEFAULT_MAX_MEGAPIXELS
+from gazecrop.transforms.incremental import INCREMENTAL_CHECKS
+from gazecrop.transforms.read import DEFAULT_MAX_INPUT_BYTES, absolute_uri
+from gazecrop.transforms.write import OUTPUT_FORMATS, OutputConfig
 
 # --model names besides a readout weights file (model.loading.BUNDLED and "tiny"; not imported from there:
 # that module imports Keras, seconds before the first line of output).
@@ -216,7 +216,7 @@ def _model(text: str) -> str:
 def folder_as_pattern(path: str) -> str:
     """An input naming a folder (a local directory, or any URI ending with '/') as the pattern of every
     file under it (`photos/portrait` -> `photos/portrait/**`), its wildcard characters written literally
-    (`transforms.read.glob_regex`); any other input unchanged."""
+    (`gazecrop.transforms.read.glob_regex`); any other input unchanged."""
     if not (path.endswith("/") or ("://" not in path and os.path.isdir(path))):
         return path
     literal = "".join(f"[{c}]" if c in "*?[" else c for c in path.rstrip("/"))

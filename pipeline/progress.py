@@ -22,7 +22,7 @@ import time
 
 import apache_beam as beam
 
-from transforms.read import files_of, input_specs
+from gazecrop.transforms.read import files_of, input_specs
 
 # Runners whose workers run on this machine.
 LOCAL_RUNNERS = ("fnapirunner", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner",
@@ -58,7 +58,7 @@ class Tick(beam.PTransform):
 
 def count_inputs(patterns: list[str], listed_uris: list[str], output_root: str) -> int:
     """How many distinct files the patterns and the listed URIs name (the bar's total), matched as the
-    read stage matches them (`transforms.read.files_of`); a listed URI that names no file counts once
+    read stage matches them (`gazecrop.transforms.read.files_of`); a listed URI that names no file counts once
     (it becomes an error row)."""
     paths = set()
     for spec in input_specs(patterns, listed_uris):

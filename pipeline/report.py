@@ -6,7 +6,7 @@ the crops as thumbnails, and ``saliency_kept`` per crop. Images come least confi
 ``ROOT/errors/``. Headings name each source by its path relative to the inputs' common folder.
 
 The heat map comes from ``ROOT/saliency/<relpath>.npy`` (``--save_saliency``) or else from the small
-preview every run writes by default (``ROOT/saliency/<relpath>.png``, ``transforms.write.saliency_preview``):
+preview every run writes by default (``ROOT/saliency/<relpath>.png``, ``gazecrop.transforms.write.saliency_preview``):
 the report never runs the model.
 
 The page's inline script (no external file: it works offline and can be mailed) adds:
@@ -39,7 +39,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from transforms.write import relative_density, relpath_of_output, saliency_preview_uri, saliency_uri
+from gazecrop.transforms.write import relative_density, relpath_of_output, saliency_preview_uri, saliency_uri
 
 #: One colour per aspect ratio, in order (CSS); rank > 0 rectangles are dashed.
 COLOURS = ("#ff00ff", "#00e5ff", "#ffd400", "#39ff14", "#ff6a00", "#8a5cff", "#ff1744", "#ffffff")

@@ -1,11 +1,11 @@
-"""`gazecrop run` / `python -m pipeline.run`: build the pipeline, run it, print a summary.
+"""`gazecrop run` / `python -m gazecrop.pipeline.run`: build the pipeline, run it, print a summary.
 
     gazecrop run photos/*.jpg --output out/ [--aspect_ratios 1:1,16:9] [Beam options]
     gazecrop run --input 'photos/**/*.jpg' --input photos/portrait --output out/
 
 Without inputs (and --input_list) it crops a few demo images it draws itself into ./gazecrop-out.
 `gazecrop run` keeps the console to gazecrop's own lines (pipeline/console.py, in pipeline/cli.py);
-`python -m pipeline.run` leaves it as the libraries write it.
+`python -m gazecrop.pipeline.run` leaves it as the libraries write it.
 Failed images are rows of ROOT/errors/, counted by stage and reason in the summary. One run at a time
 writes an output root: a run holds its lock `ROOT/_gazecrop.lock` (pipeline/lock.py) while it works.
 
@@ -44,17 +44,17 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions, PortableOptions,
                                                   StandardOptions, TestOptions)
 
-from pipeline.compose import GazeCrop
-from pipeline.demo import write_demo_images
-from pipeline.lock import LockHeldError, root_lock
-from pipeline.options import RunOptions, parse
-from pipeline.progress import LOCAL_RUNNERS, ProgressBar, count_inputs
-from transforms.crop import FocusTableError, read_focus_rows
-from transforms.inference import DeepGazeModelHandler, describe_model
-from transforms.metadata import read_table, table_path
-from transforms.read import absolute_uri, input_roots, input_specs, names_a_file, read_input_list
-from transforms.select import FocusTable, resolve_focus_table
-from transforms.write import join
+from gazecrop.pipeline.compose import GazeCrop
+from gazecrop.pipeline.demo import write_demo_images
+from gazecrop.pipeline.lock import LockHeldError, root_lock
+from gazecrop.pipeline.options import RunOptions, parse
+from gazecrop.pipeline.progress import LOCAL_RUNNERS, ProgressBar, count_inputs
+from gazecrop.transforms.focus import FocusTableError, read_focus_rows
+from gazecrop.transforms.inference import DeepGazeModelHandler, describe_model
+from gazecrop.transforms.metadata import read_table, table_path
+from gazecrop.transforms.read import absolute_uri, input_roots, input_specs, names_a_file, read_input_list
+from gazecrop.transforms.select import FocusTable, resolve_focus_table
+from gazecrop.transforms.write import join
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -362,7 +362,7 @@ def run(argv: list[str] | None = None) -> Summary:
     argv = sys.argv[1:] if argv is None else list(argv)
     options, beam_args = parse(argv)
     if options.streaming:  # until stopped; tables per window (pipeline/stream.py)
-        from pipeline.stream import run_streaming
+        from gazecrop.pipeline.stream import run_streaming
         return run_streaming(options, beam_args, argv=argv)
     pipeline_options = PipelineOptions(beam_args)
     # One run at a time writes ROOT's tables (pipeline/lock.py); a job only built, not run, writes none.

@@ -9,17 +9,17 @@ Pub/Sub GCS notifications ─▶ ReadNotifications ─┐
    every stage's error rows ─────────────────────────▶ fixed windows ─▶ ROOT/errors/stream-….parquet
 ```
 
-Exactly once across restarts (`transforms.recorded`): a file the tables under ROOT already record is
+Exactly once across restarts (`gazecrop.transforms.recorded`): a file the tables under ROOT already record is
 skipped, a file delivered twice in one job is taken once, and with --input_prefix the job lists the
 prefix at start (`--catch_up`, on by default there), so a file whose notification a stopped job took
 but never recorded is cropped by the next one. Stop and restart a job at any moment: each file ends
 in the tables once.
 
-The stages after the input are the batch job's own (`pipeline.compose`), so a streamed image is cropped
-and described exactly as in a batch run; only the tables differ (per window: `transforms.stream`).
+The stages after the input are the batch job's own (`gazecrop.pipeline.compose`), so a streamed image is cropped
+and described exactly as in a batch run; only the tables differ (per window: `gazecrop.transforms.stream`).
 RunInference batches with `--max_batch_duration_secs`, so a lone image waits at most that long for a
 batch. With `--watch_model_pattern`, the model handler swaps in the newest readout file matching the
-pattern (`transforms.inference.ModelWatch`; why not RunInference's model side input: see
+pattern (`gazecrop.transforms.inference.ModelWatch`; why not RunInference's model side input: see
 `DeepGazeModelHandler`); rows carry the new model's version from then on.
 
 Runners: Beam's Python DirectRunner streams only with its bundle-based engine
@@ -46,19 +46,19 @@ from collections.abc import Callable
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline.lock import root_lock
-from pipeline.options import RunOptions
-from pipeline.run import counters, focus_table
-from transforms.decode import DecodeImages
-from transforms.generations import ListGenerations
-from transforms.inference import DeepGazeModelHandler, ModelWatch, PredictSaliency, describe_model
-from transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA, read_parquet, table_files
-from transforms.read import MatchImages, ReadMatchedFiles, absolute_uri
-from transforms.recorded import FirstDelivery, SkipRecorded
-from transforms.select import SelectCrops
-from transforms.stream import (MatchNewFiles, ReadNotifications, WriteWindowedTable, count_rows,
-                               new_run_id)
-from transforms.write import WriteCrops, join, settings_id
+from gazecrop.pipeline.lock import root_lock
+from gazecrop.pipeline.options import RunOptions
+from gazecrop.pipeline.run import counters, focus_table
+from gazecrop.transforms.decode import DecodeImages
+from gazecrop.transforms.generations import ListGenerations
+from gazecrop.transforms.inference import DeepGazeModelHandler, ModelWatch, PredictSaliency, describe_model
+from gazecrop.transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA, read_parquet, table_files
+from gazecrop.transforms.read import MatchImages, ReadMatchedFiles, absolute_uri
+from gazecrop.transforms.recorded import FirstDelivery, SkipRecorded
+from gazecrop.transforms.select import SelectCrops
+from gazecrop.transforms.stream import (MatchNewFiles, ReadNotifications, WriteWindowedTable, count_rows,
+                                        new_run_id)
+from gazecrop.transforms.write import WriteCrops, join, settings_id
 
 _LOGGER = logging.getLogger(__name__)
 

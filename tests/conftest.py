@@ -33,14 +33,14 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_info():
     """ModelInfo of the tiny deterministic test model (no weights file)."""
-    from transforms.inference import describe_model
+    from gazecrop.transforms.inference import describe_model
     return describe_model("tiny")
 
 
 def run_gazecrop(argv: list[str]):
     """`gazecrop run` in-process on the FnApiRunner (no Prism download attempt) with the tiny model
     unless argv names another."""
-    from pipeline.run import run
+    from gazecrop.pipeline.run import run
     argv = list(argv)
     if not any(a.startswith("--model") for a in argv):
         argv += ["--model", "tiny"]
@@ -51,13 +51,13 @@ def run_gazecrop(argv: list[str]):
 
 def crop_name(source_uri, relpath: str, extension: str = "jpg") -> str:
     """The crop file name (under ROOT/crops/<ratio>/) of the source at `source_uri`, named `relpath`
-    relative to its input root (`transforms.paths.output_relpath`)."""
-    from transforms.paths import output_relpath
+    relative to its input root (`gazecrop.paths.output_relpath`)."""
+    from gazecrop.paths import output_relpath
     return f"{output_relpath(str(source_uri), relpath)}.{extension}"
 
 
 def read_tables(root) -> tuple[list[dict], list[dict]]:
-    from transforms.metadata import read_table
+    from gazecrop.transforms.metadata import read_table
     return read_table(str(root), "metadata").to_pylist(), read_table(str(root), "errors").to_pylist()
 
 

@@ -282,8 +282,8 @@ def _rss_mb() -> float:
 
 
 def run(fixtures: Path, first: int, count: int, show: bool = False) -> None:
-    from transforms.decode import decode_for_model, decode_full
-    from transforms.inference import ModelInfo
+    from gazecrop.decode import decode_for_model, decode_full
+    from gazecrop.transforms.inference import ModelInfo
 
     info = ModelInfo(spec="tiny", version="0" * 12, short_side=224)
     sources = build_sources(fixtures)

@@ -37,8 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from pipeline.bench import make_inputs  # noqa: E402
-from pipeline.loadtest import descendants, rss_mb, break_some  # noqa: E402
+from gazecrop.tools.bench import make_inputs  # noqa: E402
+from gazecrop.tools.loadtest import descendants, rss_mb, break_some  # noqa: E402
 
 PROJECT = "gazecrop-load"
 RATIOS = ("1:1", "16:9")
@@ -112,7 +112,7 @@ class Job:
 
     def __init__(self, argv: list[str], log: Path):
         self._log = open(log, "w")
-        self.process = subprocess.Popen([sys.executable, "-m", "pipeline.run", *argv], cwd=REPO,
+        self.process = subprocess.Popen([sys.executable, "-m", "gazecrop.pipeline.run", *argv], cwd=REPO,
                                         stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})  # a killed job's last lines
         self.started = time.monotonic()

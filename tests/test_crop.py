@@ -6,9 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transforms.crop import (
-    Crop, CropConfig, Focus, choose_crops, focal_point, parse_aspect_ratios, ratio_dirname,
-    ratio_label, window_sizes)
+from gazecrop.search import (Crop, CropConfig, Focus, choose_crops, focal_point, parse_aspect_ratios,
+                             ratio_dirname, ratio_label, window_sizes)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 RATIOS = ((1, 1), (16, 9), (9, 16), (4, 5))
@@ -334,7 +333,7 @@ def test_focal_point():
 
 
 def test_read_focus_table(tmp_path):
-    from transforms.crop import read_focus_table
+    from gazecrop.transforms.focus import read_focus_table
 
     path = tmp_path / "focus.csv"
     path.write_text("source,x,y,width,height\n"

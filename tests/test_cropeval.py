@@ -1,4 +1,4 @@
-"""model.cropeval on a small synthetic eye-tracking dataset built here (and its helpers)."""
+"""gazecrop.tools.cropeval on a small synthetic eye-tracking dataset built here (and its helpers)."""
 
 import csv
 import json
@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from model import cropeval
-from transforms.crop import CropConfig, choose_crops, window_sizes
+from gazecrop.tools import cropeval
+from gazecrop.search import CropConfig, choose_crops, window_sizes
 
 RATIOS = ((1, 1), (16, 9), (9, 16), (4, 5))
 
@@ -100,8 +100,8 @@ def test_evaluate_bounds_and_gains(result):
 
 def test_gazecrop_uses_the_pipeline_crop_code(dataset, result):
     res, cache = result
-    from model import load_model
-    from model.images import read_image_rgb
+    from gazecrop.model import load_model
+    from gazecrop.model.images import read_image_rgb
 
     predictor = cropeval.Predictor("tiny", cache)
     rgb = read_image_rgb(dataset / "stimuli" / "tall.jpg")

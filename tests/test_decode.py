@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from transforms.decode import (
-    CorruptImageError, DecodeError, ImageTooLargeError, NotAnImageError, apply_orientation, check_size,
-    decode_for_model, decode_full, read_header, reduction_factor, to_rgb8)
-from transforms.inference import ModelInfo
+from gazecrop.decode import (CorruptImageError, DecodeError, ImageTooLargeError, NotAnImageError,
+                             apply_orientation, check_size, decode_for_model, decode_full, read_header,
+                             reduction_factor, to_rgb8)
+from gazecrop.transforms.inference import ModelInfo
 
 INFO = ModelInfo(spec="tiny", version="0" * 12, short_side=224)
 

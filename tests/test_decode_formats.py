@@ -25,8 +25,8 @@ import pytest
 from PIL import Image
 
 from conftest import assert_accounted, read_tables
-from transforms.decode import NotAnImageError, decode_for_model, read_header
-from transforms.inference import ModelInfo
+from gazecrop.decode import NotAnImageError, decode_for_model, read_header
+from gazecrop.transforms.inference import ModelInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 INFO = ModelInfo(spec="tiny", version="0" * 12, short_side=224)
@@ -98,7 +98,7 @@ def test_eps_postscript_and_other_non_raster_formats_are_refused_and_raster_form
     out = tmp_path / "out"
     env = dict(os.environ, PATH=f"{canary}{os.pathsep}{os.environ['PATH']}",
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
-    done = subprocess.run([sys.executable, "-m", "pipeline.run", "--input", f"{inputs}/*", "--output", str(out),
+    done = subprocess.run([sys.executable, "-m", "gazecrop.pipeline.run", "--input", f"{inputs}/*", "--output", str(out),
                            "--aspect_ratios", "1:1", "--model", "tiny", "--runner=FnApiRunner"],
                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     assert (out / "errors").is_dir(), done.stdout[-3000:]
@@ -129,7 +129,7 @@ def test_refused_formats_are_named_before_any_pixel_is_read(name):
 
 
 def test_every_allowed_format_opencv_cannot_read_decodes(fixtures_dir):
-    from transforms.decode import ALLOWED_FORMATS
+    from gazecrop.decode import ALLOWED_FORMATS
     for name, data in allowed_files(fixtures_dir).items():
         header = read_header(data)
         assert header.format in ALLOWED_FORMATS, name

@@ -25,16 +25,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transforms.decode import DecodeError, ImageTooLargeError, decode_for_model, decode_full, read_header
-from transforms.inference import ModelInfo
+from gazecrop.decode import DecodeError, ImageTooLargeError, decode_for_model, decode_full, read_header
+from gazecrop.transforms.inference import ModelInfo
 
 HERE = Path(__file__).resolve().parent
 CASES = int(os.environ.get("GAZECROP_FUZZ_CASES", "8000"))  # CI: 8,000 cases, ~30 s on 2 cores
 CHILD_TIMEOUT_S = 240
 SLOW_CASE_MS = 2000  # one ~128 px image: anything near this is a hang in the making
 CASE_RSS_MB = 200  # the fuzz guard allows 2 MP; a case that grows the process more allocated past it
-CLEAN = {"transforms.decode.NotAnImageError", "transforms.decode.CorruptImageError",
-         "transforms.decode.ImageTooLargeError"}
+CLEAN = {"gazecrop.transforms.decode.NotAnImageError", "gazecrop.transforms.decode.CorruptImageError",
+         "gazecrop.transforms.decode.ImageTooLargeError"}
 
 
 def _run_child(fixtures: Path, first: int, count: int):

@@ -11,7 +11,7 @@ size guard counts bytes: an image whose decode would need more than 8 bytes per 
   `ImageTooLargeError` row at stage decode that says which --max_megapixels accepts it, while a 0.9-MP
   8-bit RGBA PNG and smaller 16-bit RGB and RGBA PNGs are cropped, pixel for pixel as an independent
   reference conversion of the 16-bit source says;
-* in fresh child processes (`pipeline.decodebench`): a 12-MP 16-bit RGBA and 8-bit RGBA PNG decode within
+* in fresh child processes (`gazecrop.tools.decodebench`): a 12-MP 16-bit RGBA and 8-bit RGBA PNG decode within
   the bound the module states;
 * the benchmark command runs.
 """
@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from conftest import assert_accounted, read_tables, run_gazecrop
-from pipeline import decodebench
+from gazecrop.tools import decodebench
 
 
 def _photo_bgra16(fixtures_dir: Path, width: int, height: int, alpha: bool) -> np.ndarray:

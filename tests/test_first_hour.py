@@ -1,7 +1,7 @@
 """The first hour with `gazecrop` (issue 16): a quiet console, the input forms people type, one-line
 errors before any work, the spellings people use, Ctrl-C, progress, --version/help, the --incremental
-summary. Each test drives the real command: a subprocess `python -m pipeline.cli run ...` where the
-console itself matters (what reaches stderr, a signal), in-process `pipeline.cli.main` elsewhere."""
+summary. Each test drives the real command: a subprocess `python -m gazecrop.pipeline.cli run ...` where the
+console itself matters (what reaches stderr, a signal), in-process `gazecrop.pipeline.cli.main` elsewhere."""
 
 from __future__ import annotations
 
@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
-import pipeline
 from conftest import read_tables
-from pipeline.cli import main as cli_main
+from gazecrop.pipeline.cli import main as cli_main
 
-REPO = Path(pipeline.__file__).resolve().parents[1]  # the checkout under test
+REPO = Path(__file__).resolve().parents[1]  # the checkout under test
 
 # A line of gazecrop's own: its messages, the progress bar as logged, the summary's indented lines.
 OWN_LINE = re.compile(r"^(gazecrop( run)?: |  \S)")
@@ -46,8 +45,8 @@ def command_env(tmpdir: Path) -> dict:
 
 
 def gazecrop(*argv: str, tmpdir: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m pipeline.cli ARGV` in a process of its own, as a user's shell runs it."""
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], cwd=REPO, env=command_env(tmpdir),
+    """`python -m gazecrop.pipeline.cli ARGV` in a process of its own, as a user's shell runs it."""
+    return subprocess.run([sys.executable, "-m", "gazecrop.pipeline.cli", *argv], cwd=REPO, env=command_env(tmpdir),
                           text=True, capture_output=True, timeout=timeout)
 
 
@@ -153,7 +152,7 @@ def test_a_model_or_input_list_that_cannot_be_used_is_one_line_exit_2(fixtures_d
 
 
 def test_beam_options_pass_through_and_inputs_are_not_taken_for_their_values():
-    from pipeline.options import parse
+    from gazecrop.pipeline.options import parse
     options, beam_args = parse(["a.jpg", "--project", "p", "b.jpg", "--save_main_session", "--input", "c.jpg",
                                 "d.jpg", "--direct_num_workers=2"])
     assert options.inputs == ("c.jpg", "d.jpg", "a.jpg", "b.jpg")
@@ -182,7 +181,7 @@ def test_ctrl_c_during_a_run_is_one_line_and_exit_130(fixtures_dir, tmp_path):
             os.link(fixtures_dir / "kodak" / name, photos / f"{i:03d}-{name}")
     out = tmp_path / "out"
     env = command_env(tmp_path / "tmp")
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(photos), "--output", str(out),
+    process = subprocess.Popen([sys.executable, "-m", "gazecrop.pipeline.cli", "run", str(photos), "--output", str(out),
                                 "--model", "tiny", "--aspect_ratios", "1:1"], cwd=REPO, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -214,7 +213,7 @@ class _Terminal(io.StringIO):
 
 
 def test_rate_is_measured_from_the_first_image_and_redraws_leave_no_stale_characters():
-    from pipeline.progress import MEASURED_AFTER, ProgressBar, RateMeter
+    from gazecrop.pipeline.progress import MEASURED_AFTER, ProgressBar, RateMeter
     meter = RateMeter()
     assert meter.rate(0, 10.0) is None  # the model is loading: no rate, no ETA
     assert meter.rate(1, 20.0) is None  # the first image marks the start of the measure
@@ -257,7 +256,7 @@ def test_incremental_summary_says_what_this_run_did(fixtures_dir, tmp_path, caps
 
 
 def test_verbose_by_option_or_environment(monkeypatch):
-    from pipeline.console import wants_verbose
+    from gazecrop.pipeline.console import wants_verbose
     monkeypatch.delenv("GAZECROP_VERBOSE", raising=False)
     assert not wants_verbose(["--input", "a.jpg"]) and wants_verbose(["a.jpg", "--verbose"])
     monkeypatch.setenv("GAZECROP_VERBOSE", "1")

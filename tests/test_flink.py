@@ -54,7 +54,7 @@ def test_fixture_photos_on_flink_match_the_direct_runner(fixtures_dir, tmp_path,
     expected_inputs = sorted(str(p) for p in inputs.iterdir())
     common = ["--input", f"{inputs}/*", "--aspect_ratios", ",".join(RATIOS)]
 
-    # The options launch/flink.sh passes for an embedded cluster, run in-process (python -m pipeline.run …).
+    # The options launch/flink.sh passes for an embedded cluster, run in-process (python -m gazecrop.pipeline.run …).
     flink_args = _flink_sh({"FLINK_MASTER": "[local]", "JOB_SERVER_JAR": job_server_jar, "PARALLELISM": "2"},
                            *common, "--output", str(tmp_path / "flink"))[3:]
     assert {"--runner=FlinkRunner", "--flink_master=[local]", "--environment_type=LOOPBACK"} <= set(flink_args)
@@ -82,7 +82,7 @@ def _flink_sh(env: dict, *args: str) -> list[str]:
 def test_flink_sh_submits_to_a_cluster_address_with_the_chosen_worker_environment():
     command = _flink_sh({"FLINK_MASTER": "jm.internal:8081", "IMAGE": "registry/gazecrop:1"},
                         "--input", "gs://b/in/*", "--output", "gs://b/out")
-    assert command[1:3] == ["-m", "pipeline.run"]
+    assert command[1:3] == ["-m", "gazecrop.pipeline.run"]
     assert {"--runner=FlinkRunner", "--flink_master=jm.internal:8081", "--environment_type=DOCKER",
             "--environment_config=registry/gazecrop:1"} <= set(command)
     assert any(a.startswith("--flink_job_server_jar=") and a.endswith(".jar") for a in command)
@@ -102,9 +102,9 @@ def test_streaming_file_drops_and_a_model_swap_on_flink(fixtures_dir, tmp_path, 
 
     import pyarrow.parquet as pq
 
-    from model import load_model
-    from pipeline.options import parse
-    from pipeline.stream import run_streaming
+    from gazecrop.model import load_model
+    from gazecrop.pipeline.options import parse
+    from gazecrop.pipeline.stream import run_streaming
     from test_streaming import _second_model
 
     drop, models, out = tmp_path / "drop", tmp_path / "models", tmp_path / "out"

@@ -118,7 +118,7 @@ def test_run_killed_halfway_then_restarted_records_every_image_once(fixtures_dir
     table_before = (tmp_path / "out" / "metadata" / "metadata-00000-of-00001.parquet").read_bytes()
     all_inputs = _copy_kodak(fixtures_dir, inputs, 24)
 
-    command = [sys.executable, "-m", "pipeline.run", "--input", f"{inputs}/*", "--output", str(tmp_path / "out"),
+    command = [sys.executable, "-m", "gazecrop.pipeline.run", "--input", f"{inputs}/*", "--output", str(tmp_path / "out"),
                "--aspect_ratios", ",".join(RATIOS), "--incremental", "--model", "tiny", "--batch_size", "1",
                "--runner=FnApiRunner"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -160,8 +160,8 @@ def test_first_incremental_run_needs_no_tables(fixtures_dir, tmp_path, name):
 def test_is_done_needs_the_same_file_model_settings_and_output_name():
     import datetime
 
-    from transforms.incremental import is_done
-    from transforms.read import MatchedFile
+    from gazecrop.transforms.incremental import is_done
+    from gazecrop.transforms.read import MatchedFile
     modified = datetime.datetime(2026, 11, 27, 12, 0, 0, 123456, tzinfo=datetime.timezone.utc)
     file = MatchedFile(uri="/in/a.png", relpath="a.png", size_in_bytes=100,
                        modified_us=round(modified.timestamp() * 1_000_000))

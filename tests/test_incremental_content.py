@@ -119,7 +119,7 @@ def test_local_table_from_before_the_generation_column_still_skips_unchanged_fil
 
 
 def test_incremental_check_option(capsys):
-    from pipeline.options import parse
+    from gazecrop.pipeline.options import parse
     assert parse(["--input", "x/*", "--incremental"])[0].incremental_check == "mtime"
     options, _ = parse(["--input", "x/*", "--incremental", "--incremental_check", "content"])
     assert options.incremental_check == "content"
@@ -136,7 +136,7 @@ def test_incremental_check_option(capsys):
 # ----------------------------------------------------------------------------------------------
 
 def _table_uri(root: str) -> str:
-    from transforms.metadata import table_path
+    from gazecrop.transforms.metadata import table_path
     return table_path(root, "metadata")
 
 
@@ -215,7 +215,7 @@ def test_gcs_same_size_and_time_but_another_generation_is_recropped(gcs_catalog,
     keeping the old object's generation and SHA-256. The generation alone must tell the rewrite."""
     from apache_beam.io.filesystems import FileSystems
 
-    from transforms.records import from_epoch_us, seconds_to_epoch_us
+    from gazecrop.records import from_epoch_us, seconds_to_epoch_us
     base, a, b = gcs_catalog
     _run(f"{base}/in", f"{base}/out")
     new = _ppm(fixtures_dir, "kodim03.png")
@@ -262,7 +262,7 @@ def test_gcs_table_from_before_the_generation_column_recrops_gcs_files_once(gcs_
 def test_notification_carries_the_object_generation():
     from streamload import notification
 
-    from transforms.stream import notification_to_file, parse_notification
+    from gazecrop.transforms.stream import notification_to_file, parse_notification
     data, attributes = notification("b", "in/a.png", {
         "bucket": "b", "name": "in/a.png", "size": "10", "updated": "2026-11-27T17:30:00.123Z",
         "generation": "1700000000000001"})
@@ -276,7 +276,7 @@ def test_notification_carries_the_object_generation():
 # ----------------------------------------------------------------------------------------------
 
 def test_listing_prefixes_one_per_directory():
-    from transforms.generations import listing_prefixes
+    from gazecrop.transforms.generations import listing_prefixes
     assert listing_prefixes(["in/kodim01.png", "in/kodim02.png", "in/sub/x.png", "in/b.ppm", "top.png"]) == {
         "in/": "in/", "in/sub/x.png": "in/sub/", "top.png": ""}
     assert listing_prefixes(["in/kodim01.png", "in/kodim02.png"]) == {"in/kodim0": "in/"}
@@ -286,7 +286,7 @@ def test_listing_prefixes_one_per_directory():
 def test_list_generations_from_one_listing_per_directory(gcs_server):
     from apache_beam.io.gcp import gcsio
 
-    from transforms.generations import list_generations
+    from gazecrop.transforms.generations import list_generations
     base = "listing"
     names = [f"{base}/a.png", f"{base}/a.png.bak", f"{base}/sub/a.png", f"{base}/[x].png"]
     for name in names:
@@ -302,8 +302,8 @@ def test_list_generations_from_one_listing_per_directory(gcs_server):
 def test_is_done_on_gcs_needs_the_same_generation():
     import datetime
 
-    from transforms.incremental import is_done
-    from transforms.read import MatchedFile
+    from gazecrop.transforms.incremental import is_done
+    from gazecrop.transforms.read import MatchedFile
     modified = datetime.datetime(2026, 11, 27, 12, 0, 0, 123000, tzinfo=datetime.timezone.utc)
     file = MatchedFile(uri="gs://b/in/a.png", relpath="a.png", size_in_bytes=100,
                        modified_us=round(modified.timestamp() * 1_000_000), generation="1764244800123000")
@@ -321,8 +321,8 @@ def test_is_done_on_gcs_needs_the_same_generation():
 
 def test_content_check_of_a_file_that_cannot_be_read_processes_it(tmp_path):
     """A file gone between the listing and the content check is processed: the read stage records why."""
-    from transforms.incremental import content_unchanged, file_sha256
-    from transforms.read import MatchedFile
+    from gazecrop.transforms.incremental import content_unchanged, file_sha256
+    from gazecrop.transforms.read import MatchedFile
     path = tmp_path / "a.ppm"
     path.write_bytes(b"P6 1 1 255 abc")
     file = MatchedFile(uri=str(path), relpath="a.ppm", size_in_bytes=14, modified_us=1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transforms.inference import DeepGazeModelHandler, group_by_shape_of, predict_by_shape
-from transforms.records import DecodedImage
+from gazecrop.transforms.inference import DeepGazeModelHandler, group_by_shape_of, predict_by_shape
+from gazecrop.records import DecodedImage
 
 
 class RecordingModel:
@@ -23,7 +23,7 @@ class RecordingModel:
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from model import load_model
+    from gazecrop.model import load_model
     return load_model("tiny")
 
 

@@ -104,7 +104,7 @@ def transform_names(job) -> set[str]:
 
 def test_dataflow_sh_defaults_and_overrides():
     cmd = dataflow_sh("--input", "gs://in/*", "--output", "gs://out", PROJECT="proj-1", BUCKET="bkt")
-    assert cmd[:3] == ["python", "-m", "pipeline.run"]
+    assert cmd[:3] == ["python", "-m", "gazecrop.pipeline.run"]
     for flag in ["--runner=DataflowRunner", "--project=proj-1", "--region=us-central1",
                  "--temp_location=gs://bkt/temp", "--staging_location=gs://bkt/staging",
                  "--setup_file=./setup.py", "--machine_type=g2-standard-4",
@@ -198,7 +198,7 @@ def test_dockerfile_agrees_with_beam_python_and_setup_py():
 def test_flex_template_files():
     metadata = json.loads((LAUNCH / "flex_template_metadata.json").read_text())
     assert metadata["name"] and metadata["description"]
-    from pipeline.options import build_parser
+    from gazecrop.pipeline.options import build_parser
     ours = {a.dest for a in build_parser()._actions} | {"input"}
     names = [p["name"] for p in metadata["parameters"]]
     assert {"input", "output", "aspect_ratios", "model"} <= set(names)

@@ -1,9 +1,9 @@
-"""`python -m pipeline.loadtest` (the 20,000-image load benchmark of the README) on a small catalog:
+"""`python -m gazecrop.tools.loadtest` (the 20,000-image load benchmark of the README) on a small catalog:
 it accounts for every input, truncated ones included, and reports memory per worker process."""
 
 from __future__ import annotations
 
-from pipeline.loadtest import main
+from gazecrop.tools.loadtest import main
 
 
 def test_loadtest_accounts_for_every_input(tmp_path, capsys):

@@ -4,7 +4,7 @@ A run takes the lock `ROOT/_gazecrop.lock` (pipeline/lock.py) before any work an
 ends; a second run into the same ROOT meanwhile refuses with a message naming the holder and exits 75,
 having written nothing. A lock left by a process of this host that is gone is taken over.
 
-* Two real `python -m pipeline.run --incremental` processes into one local ROOT. The first reads its
+* Two real `python -m gazecrop.pipeline.run --incremental` processes into one local ROOT. The first reads its
   --input_list from a named pipe (as `--input_list <(find ...)` does), so it is held, lock taken, until
   the test writes the list: the overlap is certain, not a matter of timing.
 * Stale locks: a dead pid of this host is taken over (also by exactly one of several runs starting at
@@ -37,9 +37,9 @@ REFUSED = "another run is writing this output root, so this run did nothing"
 
 
 def gazecrop_process(argv: list[str]) -> subprocess.Popen:
-    """`python -m pipeline.run ARGV` in a process of its own, tiny model, output captured."""
+    """`python -m gazecrop.pipeline.run ARGV` in a process of its own, tiny model, output captured."""
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.run", *argv, "--model", "tiny", "--runner=FnApiRunner", "--progress", "off"],
+        [sys.executable, "-m", "gazecrop.pipeline.run", *argv, "--model", "tiny", "--runner=FnApiRunner", "--progress", "off"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -89,7 +89,7 @@ def test_second_overlapping_run_refuses_writes_nothing_and_the_first_completes(f
     try:
         writer = open_writer_once_read(listing, first)  # the first run is past its start, reading its list
         second = subprocess.run(
-            [sys.executable, "-m", "pipeline.run", "--input", str(fixtures_dir / "kodak" / "kodim0[5-8].png"),
+            [sys.executable, "-m", "gazecrop.pipeline.run", "--input", str(fixtures_dir / "kodak" / "kodim0[5-8].png"),
              "--output", str(root), "--incremental", "--aspect_ratios", "1:1", "--model", "tiny",
              "--runner=FnApiRunner", "--progress", "off"],
             cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -163,7 +163,7 @@ def test_stale_lock_of_a_dead_process_on_this_host_is_taken_over(fixtures_dir, t
 
 @pytest.mark.parametrize("holder", ["live process of this host", "another host"])
 def test_lock_of_a_live_or_foreign_holder_is_refused(fixtures_dir, tmp_path, holder):
-    from pipeline.lock import LockHeldError
+    from gazecrop.pipeline.lock import LockHeldError
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         record = (lock_record(sleeper.pid) if holder == "live process of this host" else
@@ -186,7 +186,7 @@ def test_lock_of_a_live_or_foreign_holder_is_refused(fixtures_dir, tmp_path, hol
 
 def _take_lock(root: str, ready, go, results, all_reported) -> None:
     """One of several processes that try to take the same stale lock at once (see the test below)."""
-    from pipeline.lock import LockHeldError, root_lock
+    from gazecrop.pipeline.lock import LockHeldError, root_lock
     ready.wait()
     go.wait()
     try:
@@ -224,7 +224,7 @@ def test_several_runs_taking_over_one_stale_lock_at_once_exactly_one_wins(tmp_pa
 
 
 def test_lock_names_the_run_and_hides_secret_option_values(tmp_path):
-    from pipeline.lock import root_lock
+    from gazecrop.pipeline.lock import root_lock
     root = tmp_path / "root"
     argv = ["--output", str(root), "--s3_secret_access_key", "hunter2", "--s3_session_token=tok3n"]
     with root_lock(str(root), argv) as me:
@@ -292,7 +292,7 @@ def test_gcs_lock_held_by_a_live_run_then_stale(gcs_server, fixtures_dir):
     while it lives, and is removed at its end; a lock of a dead pid of this host is taken over."""
     from apache_beam.io.filesystems import FileSystems
 
-    from pipeline.lock import LockHeldError, root_lock
+    from gazecrop.pipeline.lock import LockHeldError, root_lock
     root = f"{gcs_server}/out-held"
     with FileSystems.create(f"{gcs_server}/in-held/kodim05.png") as f:
         f.write((fixtures_dir / "kodak" / "kodim05.png").read_bytes())

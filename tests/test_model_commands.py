@@ -7,8 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from model import bench, evaluate, predict
-from model.saliency import logsumexp
+from gazecrop.model import predict
+from gazecrop.tools import model_bench as bench, evaluate
+from gazecrop.model.saliency import logsumexp
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fixtures"
 
@@ -68,7 +69,7 @@ def test_evaluate_prints_three_models_side_by_side(tmp_path, capsys):
 
 
 def test_bench_runs_and_measures_the_head(capsys):
-    from model import load_model
+    from gazecrop.model import load_model
 
     rows = bench.bench(load_model("tiny"), [(224, 224)], [1, 2], repeats=1, log=lambda *_: None)
     assert [r["batch"] for r in rows] == [1, 2]

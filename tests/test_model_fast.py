@@ -5,10 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from model import WeightsError, load_model
-from model.bench import multiply_adds
-from model.loading import BUNDLED
-from model.saliency import logsumexp
+from gazecrop.model import WeightsError, load_model
+from gazecrop.tools.model_bench import multiply_adds
+from gazecrop.model.loading import BUNDLED
+from gazecrop.model.saliency import logsumexp
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,8 @@ def test_fast_refuses_another_body():
 def test_pruning_keeps_exactly_the_chosen_feature_maps():
     # Pruning = the full network with the other maps switched off: zero their kernels and biases
     # in the full network (ReLU keeps them 0) and both give the same output.
-    from model import network
-    from model.train_fast import FEATURES, prune
+    from gazecrop.model import network
+    from gazecrop.tools.train_fast import FEATURES, prune
 
     full = network.deepgaze(features=FEATURES, short_side=64)
     rng = np.random.default_rng(0)

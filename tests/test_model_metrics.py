@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from model import metrics
-from model.saliency import centre_bias_log_density, fit_centre_bias, logsumexp
+from gazecrop.tools import metrics
+from gazecrop.model.saliency import centre_bias_log_density, fit_centre_bias, logsumexp
 
 
 def test_log_likelihood_and_information_gain_by_hand():

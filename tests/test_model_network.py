@@ -11,9 +11,9 @@ import h5py
 import numpy as np
 import pytest
 
-from model import WeightsError, load_model
-from model.images import ImageReadError, read_image_rgb
-from model.saliency import logsumexp, resize_log_density
+from gazecrop.model import WeightsError, load_model
+from gazecrop.model.images import ImageReadError, read_image_rgb
+from gazecrop.model.saliency import logsumexp, resize_log_density
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -86,7 +86,7 @@ def test_predict_rejects_bad_shapes(tiny):
 
 def test_missing_readout_file_names_the_file(tmp_path):
     path = tmp_path / "nope.weights.h5"
-    with pytest.raises(WeightsError, match=f"{re.escape(str(path))}.*not found.*model.train"):
+    with pytest.raises(WeightsError, match=f"{re.escape(str(path))}.*not found.*gazecrop.tools.train"):
         load_model(str(path))
 
 
@@ -128,7 +128,7 @@ def test_wrong_backbone_is_refused():
 
 
 def model_file():
-    from model.loading import BUNDLED
+    from gazecrop.model.loading import BUNDLED
 
     return BUNDLED["default"]
 
@@ -137,7 +137,7 @@ def test_default_model_on_a_real_photo():
     model = load_model("default")
     rgb = read_image_rgb(FIXTURES / "kodak" / "kodim04.png")  # 512×768 portrait of a woman
     size = model.input_size(*rgb.shape[:2])
-    from model.images import resize_for_model
+    from gazecrop.model.images import resize_for_model
 
     out = model.predict(resize_for_model(rgb, size)[None])[0]
     assert out.shape == size and np.isfinite(out).all()

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from model.data import Fixations
-from model.train import batches, make_samples
+from gazecrop.tools.data import Fixations
+from gazecrop.tools.train import batches, make_samples
 
 
 class FakeCache:

@@ -22,8 +22,8 @@ import unicodedata
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from transforms.paths import (
-    MAX_RELPATH_BYTES, MAX_SEGMENT_BYTES, check_relpath, is_run_output, output_relpath, safe_relpath)
+from gazecrop.paths import (MAX_RELPATH_BYTES, MAX_SEGMENT_BYTES, check_relpath, is_run_output,
+                            output_relpath, safe_relpath)
 
 
 def collision_key(relpath: str) -> str:

@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from conftest import crop_name, read_tables, run_gazecrop
-from pipeline.cli import main as cli_main
-from pipeline.options import parse
+from gazecrop.pipeline.cli import main as cli_main
+from gazecrop.pipeline.options import parse
 
 
 def test_gazecrop_options_and_beam_options_are_split():

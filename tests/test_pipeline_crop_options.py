@@ -10,8 +10,8 @@ import cv2
 import pytest
 
 from conftest import assert_accounted, read_tables, run_gazecrop
-from transforms.paths import output_relpath
-from transforms.write import relpath_of_output
+from gazecrop.paths import output_relpath
+from gazecrop.transforms.write import relpath_of_output
 
 RATIOS = ["1:1", "16:9", "9:16", "4:5"]
 CORNER = (760, 505)          # near the bottom-right corner of kodim01 (768x512)

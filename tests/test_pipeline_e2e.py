@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import read_tables, run_gazecrop
-from transforms.paths import output_relpath
+from gazecrop.paths import output_relpath
 
 pytestmark = pytest.mark.e2e
 
@@ -19,7 +19,7 @@ PHOTOS = [("kodak", "kodim04.png"), ("kodak", "kodim23.png"), ("people_portrait"
 
 @pytest.fixture(scope="module")
 def e2e_run(fixtures_dir, tmp_path_factory):
-    from model.loading import BUNDLED
+    from gazecrop.model.loading import BUNDLED
     if not BUNDLED["default"].is_file():
         pytest.skip(f"bundled weights {BUNDLED['default']} are not in the tree yet")
     inputs = tmp_path_factory.mktemp("e2e-in")
@@ -34,7 +34,7 @@ def e2e_run(fixtures_dir, tmp_path_factory):
 
 
 def test_real_model_crops_every_photo(e2e_run):
-    from transforms.inference import describe_model
+    from gazecrop.transforms.inference import describe_model
     root, summary, metadata, errors = e2e_run
     assert errors == [] and summary.cropped == len(PHOTOS) and len(metadata) == 4 * len(PHOTOS)
     version = describe_model("default").version
@@ -48,7 +48,7 @@ def test_real_model_crops_every_photo(e2e_run):
 
 
 def test_saliency_maps_are_log_densities_at_model_resolution(e2e_run):
-    from transforms.inference import describe_model
+    from gazecrop.transforms.inference import describe_model
     root, _, metadata, _ = e2e_run
     info = describe_model("default")
     for folder, name in PHOTOS:

@@ -6,9 +6,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from conftest import read_tables
-from pipeline.options import parse
-from pipeline.run import build, summarize
-from transforms.inference import DeepGazeModelHandler, describe_model, predict_by_shape
+from gazecrop.pipeline.options import parse
+from gazecrop.pipeline.run import build, summarize
+from gazecrop.transforms.inference import DeepGazeModelHandler, describe_model, predict_by_shape
 
 
 def refuse_kodim02(model, images, model_version):

@@ -6,7 +6,7 @@ import shutil
 import tempfile
 
 from conftest import run_gazecrop
-from pipeline.progress import render
+from gazecrop.pipeline.progress import render
 
 
 def test_render():
@@ -40,8 +40,8 @@ def test_progress_auto_is_off_when_stderr_is_not_a_terminal(fixtures_dir, tmp_pa
 def test_progress_only_where_the_workers_share_this_machine():
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.options import parse
-    from pipeline.run import shows_progress
+    from gazecrop.pipeline.options import parse
+    from gazecrop.pipeline.run import shows_progress
     for argv, expected in ((["--progress", "on"], True),
                            (["--progress", "off"], False),
                            (["--progress", "on", "--runner=DataflowRunner"], False),

@@ -7,8 +7,8 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.paths import output_relpath
-from transforms.read import ReadImages, common_root, pattern_root, read_input_list, relative_path
+from gazecrop.paths import output_relpath
+from gazecrop.transforms.read import ReadImages, common_root, pattern_root, read_input_list, relative_path
 
 
 def test_pattern_root_is_the_directory_before_the_first_wildcard():
@@ -102,7 +102,7 @@ def test_files_over_max_input_bytes_become_one_read_error_naming_size_and_limit(
 def test_the_limit_is_checked_before_reading_and_while_reading(tmp_path, monkeypatch):
     from apache_beam.io.filesystems import FileSystems
 
-    from transforms.read import InputTooLargeError, read_bytes
+    from gazecrop.transforms.read import InputTooLargeError, read_bytes
     path = tmp_path / "f.bin"
     path.write_bytes(b"x" * 10)
     opened = []
@@ -122,14 +122,14 @@ def test_files_are_read_as_stored_never_decompressed_by_their_name(tmp_path):
     """A `.gz` name must not make the reader inflate it (a way round --max_input_bytes)."""
     import gzip
 
-    from transforms.read import read_bytes
+    from gazecrop.transforms.read import read_bytes
     packed = gzip.compress(b"\0" * 1_000_000)
     (tmp_path / "bomb.jpg.gz").write_bytes(packed)
     assert read_bytes(str(tmp_path / "bomb.jpg.gz"), len(packed), 10_000) == packed
 
 
 def test_max_input_bytes_option():
-    from pipeline.options import parse
+    from gazecrop.pipeline.options import parse
     assert parse(["--input", "x"])[0].max_input_bytes == 200_000_000
     assert parse(["--input", "x", "--max_input_bytes", "0"])[0].max_input_bytes == 0
     with pytest.raises(SystemExit):
@@ -137,7 +137,7 @@ def test_max_input_bytes_option():
 
 
 def test_glob_regex_follows_the_documented_rules():
-    from transforms.read import glob_regex
+    from gazecrop.transforms.read import glob_regex
 
     def matches(pattern, uri):
         return glob_regex(pattern).fullmatch(uri) is not None

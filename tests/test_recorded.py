@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA
-from transforms.paths import output_relpath
-from transforms.read import MatchedFile
-from transforms.recorded import FirstDelivery, SkipRecorded, load_recorded
+from gazecrop.transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA
+from gazecrop.paths import output_relpath
+from gazecrop.transforms.read import MatchedFile
+from gazecrop.transforms.recorded import FirstDelivery, SkipRecorded, load_recorded
 
 UTC = datetime.timezone.utc
 MODIFIED = datetime.datetime(2026, 11, 27, 12, 0, 0, 123456, tzinfo=UTC)
@@ -67,7 +67,7 @@ def test_load_recorded_reads_every_table_file(tmp_path):
 def test_the_index_is_loaded_once_per_job_in_a_process(tmp_path):
     from apache_beam.internal import pickler
 
-    from transforms.recorded import _SkipRecordedFn
+    from gazecrop.transforms.recorded import _SkipRecordedFn
     _tables(tmp_path)
     first = _SkipRecordedFn(str(tmp_path))
     first.setup()
@@ -131,7 +131,7 @@ def test_an_identity_is_forgotten_once_the_watermark_passes_its_time_and_kept_un
 
 
 def test_catch_up_lists_the_prefix_but_not_the_jobs_own_outputs(tmp_path):
-    from pipeline.stream import CatchUp
+    from gazecrop.pipeline.stream import CatchUp
     for name in ("a.jpg", "sub/b.png", "out/crops/1x1/a.jpg.jpg"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
@@ -146,7 +146,7 @@ def test_catch_up_lists_the_prefix_but_not_the_jobs_own_outputs(tmp_path):
 def test_catch_up_is_on_by_default_with_an_input_prefix():
     import pytest
 
-    from pipeline.options import parse
+    from gazecrop.pipeline.options import parse
     subscription = ["--streaming", "--input_subscription", "projects/p/subscriptions/s"]
     assert parse([*subscription, "--input_prefix", "gs://b/in/"])[0].catch_up is True
     assert parse([*subscription, "--input_prefix", "gs://b/in/", "--catch_up", "false"])[0].catch_up is False

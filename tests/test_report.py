@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import report
-from transforms.crop import CropConfig, choose_crops, focal_point, ratio_dirname
+from gazecrop.pipeline import report
+from gazecrop.search import CropConfig, choose_crops, focal_point, ratio_dirname
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "data" / "fixtures"

@@ -12,7 +12,7 @@ import cv2
 import pytest
 
 from conftest import read_tables, run_gazecrop
-from pipeline import report
+from gazecrop.pipeline import report
 
 RATIOS = "1:1,16:9,9:16"
 PHOTOS = ("kodak/kodim01.png", "kodak/kodim05.png", "kodak/kodim23.png")  # 768x512 each
@@ -118,7 +118,7 @@ def _offset(frame, x: float, y: float, width: int, height: int) -> tuple[int, in
 
 
 def _contains(row: dict, x: float, y: float, width: float = 0, height: float = 0) -> bool:
-    """Whether the row's crop holds the hint (as transforms.crop reads it: whole pixels it touches)."""
+    """Whether the row's crop holds the hint (as gazecrop.search reads it: whole pixels it touches)."""
     return (row["crop_x"] <= int(x) and int(-(-(x + width) // 1)) <= row["crop_x"] + row["crop_width"]
             and row["crop_y"] <= int(y) and int(-(-(y + height) // 1)) <= row["crop_y"] + row["crop_height"])
 

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import read_tables
-from pipeline.run import main
+from gazecrop.pipeline.run import main
 
 TINY = ["--model", "tiny", "--runner=FnApiRunner", "--progress", "off"]
 
@@ -61,7 +61,7 @@ def test_out_of_range_options_are_refused_before_any_work(fixtures_dir, tmp_path
 
 
 def test_every_range_is_in_its_options_help_and_its_ends_are_accepted():
-    from pipeline.options import RANGES, build_parser, parse
+    from gazecrop.pipeline.options import RANGES, build_parser, parse
     helps = {action.dest: action.help for action in build_parser()._actions}
     for name, accepted in RANGES.items():
         assert f"range {accepted};" in helps[name], name

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transforms.crop import CropConfig, Focus, FocusRow, FocusTableError
-from transforms.records import SaliencyImage, SourceFile
-from transforms.select import (focus_key, focus_keys_found, resolve_focus_table, select_crops,
-                               unmatched_focus_keys)
+from gazecrop.search import CropConfig, Focus
+from gazecrop.transforms.focus import FocusRow, FocusTableError
+from gazecrop.records import SaliencyImage, SourceFile
+from gazecrop.transforms.select import (focus_key, focus_keys_found, resolve_focus_table, select_crops,
+                                        unmatched_focus_keys)
 
 
 def _image(uri, relpath, width, height, seed):

@@ -59,7 +59,7 @@ def test_gcs_outage_mid_run_then_incremental_rerun_completes(fixtures_dir, tmp_p
                 f.write(source.read_bytes())
             inputs.append(uri)
         out = f"{bucket}/out"
-        command = [sys.executable, "-m", "pipeline.run", "--input", f"{bucket}/in/*", "--output", out,
+        command = [sys.executable, "-m", "gazecrop.pipeline.run", "--input", f"{bucket}/in/*", "--output", out,
                    "--aspect_ratios", RATIOS, "--model", "tiny", "--batch_size", "1", "--incremental",
                    "--runner=FnApiRunner"]
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -18,8 +18,8 @@ import pytest
 
 from conftest import crop_name
 from streamload import main as streamload, notification, object_notification
-from transforms.paths import output_relpath
-from transforms.stream import (MalformedNotificationError, notification_to_file, parse_notification)
+from gazecrop.paths import output_relpath
+from gazecrop.transforms.stream import MalformedNotificationError, notification_to_file, parse_notification
 
 PROJECT = "gazecrop-test"
 
@@ -74,8 +74,8 @@ def test_local_runner_refuses_what_it_cannot_stream(tmp_path):
     DirectRunner in streaming mode: the job is refused with the reason instead of hanging."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.options import parse
-    from pipeline.stream import UnsupportedOnRunnerError, check_runner
+    from gazecrop.pipeline.options import parse
+    from gazecrop.pipeline.stream import UnsupportedOnRunnerError, check_runner
     options, beam_args = parse(["--streaming", "--input", f"{tmp_path}/*.png", "--model", "tiny"])
     assert beam_args == ["--runner=BundleBasedDirectRunner", "--streaming"]
     with pytest.raises(UnsupportedOnRunnerError, match="MatchContinuously"):
@@ -86,7 +86,7 @@ def test_local_runner_refuses_what_it_cannot_stream(tmp_path):
 
 
 def test_streaming_options_need_streaming():
-    from pipeline.options import parse
+    from gazecrop.pipeline.options import parse
     with pytest.raises(SystemExit):
         parse(["--input", "a/*", "--window_seconds", "5"])
     with pytest.raises(SystemExit):
@@ -111,8 +111,8 @@ def test_streaming_gcs_notifications(gcs_server, pubsub_server, fixtures_dir, tm
     from apache_beam.io.filesystems import FileSystems
     from google.cloud import pubsub_v1
 
-    from pipeline.options import parse
-    from pipeline.stream import run_streaming
+    from gazecrop.pipeline.options import parse
+    from gazecrop.pipeline.stream import run_streaming
 
     images = {"in/kodak/kodim03.png": fixtures_dir / "kodak" / "kodim03.png",
               "in/exif/Portrait_6.jpg": fixtures_dir / "exif_orientation" / "Portrait_6.jpg",
@@ -204,7 +204,7 @@ def test_streaming_job_killed_halfway_and_restarted_records_every_image_once(gcs
 def _second_model(directory, name: str = "v2.weights.h5") -> str:
     """A readout file that is the bundled model with one array changed: another model version, cheaply.
     Written under a temporary name and renamed, as a user uploads a model."""
-    from model.loading import BUNDLED
+    from gazecrop.model.loading import BUNDLED
     path, partial = directory / name, directory / f"{name}.partial"
     shutil.copyfile(BUNDLED["default"], partial)
     with h5py.File(partial, "r+") as f:
@@ -217,10 +217,10 @@ def _second_model(directory, name: str = "v2.weights.h5") -> str:
 def test_watched_model_is_swapped_in_between_batches(tmp_path, fixtures_dir, tiny_info):
     """Before a newer file matches the pattern the job's model runs; after, every batch runs the new one
     and its results carry its version; a file older than the job is never picked."""
-    from model import load_model
-    from transforms.decode import decode_for_model
-    from transforms.inference import DeepGazeModelHandler, ModelWatch, load_cached
-    from transforms.records import DecodedImage
+    from gazecrop.model import load_model
+    from gazecrop.decode import decode_for_model
+    from gazecrop.transforms.inference import DeepGazeModelHandler, ModelWatch, load_cached
+    from gazecrop.records import DecodedImage
 
     models = tmp_path / "models"
     models.mkdir()
@@ -242,7 +242,7 @@ def test_watched_model_is_swapped_in_between_batches(tmp_path, fixtures_dir, tin
 
 
 def test_watched_model_with_another_input_size_is_refused(tmp_path, tiny_info):
-    from transforms.inference import DeepGazeModelHandler, ModelInfo, ModelWatch
+    from gazecrop.transforms.inference import DeepGazeModelHandler, ModelInfo, ModelWatch
     path = _second_model(tmp_path)
     other = ModelInfo(spec="tiny", version=tiny_info.version, short_side=160)
     handler = DeepGazeModelHandler(other, watch=ModelWatch(str(tmp_path / "*.h5"), interval_secs=0))

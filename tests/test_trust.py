@@ -142,7 +142,7 @@ def test_a_fifo_matched_by_the_pattern_becomes_a_read_error_and_the_run_finishes
     inputs = tmp_path / "in"
     _place({inputs / "photo.png": _kodak(fixtures_dir)[0]})
     os.mkfifo(inputs / "pipe.jpg")  # nobody writes to it: opening it for reading would block forever
-    command = [sys.executable, "-m", "pipeline.run", "--input", f"{inputs}/*", "--output", str(tmp_path / "out"),
+    command = [sys.executable, "-m", "gazecrop.pipeline.run", "--input", f"{inputs}/*", "--output", str(tmp_path / "out"),
                "--aspect_ratios", "1:1", "--model", "tiny", "--runner=FnApiRunner", "--progress", "off"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from transforms.crop import Crop, CropConfig
-from transforms.metadata import ERRORS_SCHEMA, WriteTable, read_table
-from transforms.records import CroppedImage, SaliencyImage, dead_letter_rows, error_row
-from transforms.write import (
-    PREVIEW_LONG_SIDE, OutputConfig, crop_uri, cut, encode, output_encoding, output_size, relpath_of_output,
-    saliency_preview, saliency_preview_uri, saliency_uri, settings_id, write_atomically, write_crops,
-    write_reduction)
+from gazecrop.search import Crop, CropConfig
+from gazecrop.transforms.metadata import ERRORS_SCHEMA, WriteTable, read_table
+from gazecrop.records import CroppedImage, SaliencyImage, error_row
+from gazecrop.transforms.dead_letters import dead_letter_rows
+from gazecrop.transforms.write import (PREVIEW_LONG_SIDE, OutputConfig, crop_uri, cut, encode,
+                                       output_encoding, output_size, relpath_of_output, saliency_preview,
+                                       saliency_preview_uri, saliency_uri, settings_id, write_atomically,
+                                       write_crops, write_reduction)
 
 
 def _png(rgb):
@@ -137,7 +138,7 @@ def test_write_reduction_only_for_jpeg_crops_shrunk_at_least_twice():
 
 def test_reduced_scale_write_matches_full_scale_write(tmp_path):
     """A JPEG decoded at 1/4 for 64 px crops gives the crops a full decode gives, within JPEG noise."""
-    from pipeline.demo import draw_scene
+    from gazecrop.pipeline.demo import draw_scene
     rgb = draw_scene(1200, 800, seed=4)
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
     image = SaliencyImage(uri="/in/p.jpg", relpath="p.jpg", data=buf.tobytes(), sha256="s", source_width=1200,
@@ -179,7 +180,7 @@ def test_an_empty_errors_table_is_still_a_readable_file(tmp_path):
 
 
 def test_metadata_rows_have_the_metadata_schema_columns(tmp_path):
-    from transforms.metadata import METADATA_SCHEMA
+    from gazecrop.transforms.metadata import METADATA_SCHEMA
     rgb = np.zeros((20, 30, 3), np.uint8)
     image = SaliencyImage(uri="/in/q.png", relpath="q.png", data=_png(rgb), sha256="s", source_width=30,
                           source_height=20, log_density=np.zeros((4, 4), np.float32), model_version="v")

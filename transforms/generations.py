@@ -4,7 +4,7 @@ A GCS object's `generation` is new whenever its content is written (an upload, a
 its name, a restore) and only then. Its `updated` time has millisecond precision (two same-size uploads
 within one millisecond list alike) and also moves on metadata-only changes. So the generation, not the
 time, says that an object is the very one a row was made from: every metadata row records it
-(`source_generation`) and `--incremental` compares it (`transforms.incremental.is_done`).
+(`source_generation`) and `--incremental` compares it (`gazecrop.transforms.incremental.is_done`).
 
 Beam's `FileSystems.match` reports a path, a size and an update time only: its GCS listing
 (`apache_beam.io.gcp.gcsio.GcsIO.list_files`) drops the generation that the JSON API's `objects.list`
@@ -19,7 +19,7 @@ time of one version and the generation of a later one (and the bytes of the vers
 matches no later listing, so the next run crops the file again. A row never claims a newer version
 than it was made from.
 
-Files that already carry a generation (from a GCS notification, `transforms.stream`) and files of other
+Files that already carry a generation (from a GCS notification, `gazecrop.transforms.stream`) and files of other
 schemes pass through untouched: local files have none (their size and modification time, or
 `--incremental_check=content`, tell their versions apart), nor do s3:// objects here.
 """
@@ -33,7 +33,7 @@ from collections.abc import Iterable
 import apache_beam as beam
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.read import MatchedFile
+from gazecrop.transforms.read import MatchedFile
 
 _LOGGER = logging.getLogger(__name__)
 

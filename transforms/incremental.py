@@ -2,7 +2,7 @@
 
 **What makes an image done.** Its metadata rows in the existing table were made from the same file
 (`source_uri`, and the `source_size` and `source_modified` the listing reports now; for a gs:// object
-also its `source_generation`, see `transforms.generations`), by the same model (`model_version`), with
+also its `source_generation`, see `gazecrop.transforms.generations`), by the same model (`model_version`), with
 the same crop settings (`config_id`: `settings_id` of every option that shapes a crop, plus the image's
 own --focus hint) and under the same output name. Such an image is not read at all. Every other matched
 file is processed: new, changed, cropped with other settings, or failed last time (an error row is never
@@ -23,7 +23,7 @@ A gs:// row without a generation (a table written before `source_generation` exi
 failed) never counts as done: the first run after the upgrade crops such files again, once.
 
 **One row per key in the table a user reads.** The run rewrites the two tables, as one file each (the
-batch layout of `transforms.metadata`), from:
+batch layout of `gazecrop.transforms.metadata`), from:
 
 * metadata: the rows of this run, plus the old rows of images skipped as done, plus the old rows of
   sources this run did not match at all (a run over part of a catalog forgets nothing);
@@ -46,13 +46,13 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.crop import Focus
-from transforms.generations import has_generations
-from transforms.metadata import table_path
-from transforms.read import MatchedFile
-from transforms.records import to_epoch_us
-from transforms.select import focus_key
-from transforms.write import image_config_id, relpath_of_output
+from gazecrop.search import Focus
+from gazecrop.transforms.generations import has_generations
+from gazecrop.transforms.metadata import table_path
+from gazecrop.transforms.read import MatchedFile
+from gazecrop.records import to_epoch_us
+from gazecrop.transforms.select import focus_key
+from gazecrop.transforms.write import image_config_id, relpath_of_output
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -43,7 +43,8 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from transforms.records import DecodedImage, SaliencyImage, dead_letter_rows
+from gazecrop.records import DecodedImage, SaliencyImage
+from gazecrop.transforms.dead_letters import dead_letter_rows
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class ModelInfo:
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """The model's input (h, w) for a source of (height, width): the model's own rule, which
         depends only on `short_side` (tests/test_inference.py checks it against a loaded model)."""
-        from model.loading import input_size
+        from gazecrop.model.loading import input_size
         return input_size(height, width, self.short_side)
 
 
@@ -88,7 +89,7 @@ def load_cached(spec: str) -> Any:
 def _load_once(spec: str) -> Any:
     for name, value in TF_ENV_VARS.items():
         os.environ.setdefault(name, value)
-    from model import load_model
+    from gazecrop.model import load_model
     return load_model(spec)
 
 
@@ -110,7 +111,7 @@ def group_by_shape_of(arrays: Sequence[np.ndarray]) -> dict[tuple, list[int]]:
 
 
 def predict_by_shape(model: Any, images: Sequence[DecodedImage], model_version: str) -> list[SaliencyImage]:
-    """Default inference function: one `model.predict` call per input shape; results in input order.
+    """Default inference function: one `gazecrop.model.predict` call per input shape; results in input order.
 
     Batches go to the model as uint8 (the model casts them): with the model shared across processes
     each batch is pickled to the process that holds it, and uint8 is a quarter of the bytes.

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import WriteToParquet
 
-from transforms.write import join
+from gazecrop.transforms.write import join
 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 

@@ -7,14 +7,14 @@ Outputs are named by each file's path relative to its *input root*:
 * for a pattern without a wildcard (one file), its directory.
 
 That relative path is made safe to join to the output root, and distinct for every source, by
-`transforms.paths.output_relpath` (escapes, length caps, and a short hash of the source URI): a name never
+`gazecrop.paths.output_relpath` (escapes, length caps, and a short hash of the source URI): a name never
 depends on what else a run matched. A file matched by two patterns is read once.
 
 **Patterns and literal names.** Wildcards (`*`, `**`, `?`, `[...]`, see `glob_regex`) are matched here,
 by gazecrop, against the listing of the pattern's root (Beam's `FileSystems.match` only lists): a
 matched file is passed on by its exact name, whatever characters it holds (a backslash, `[`, `?`, `*`
 are legal in file and object names). An `--input` without wildcards and every `--input_list` entry are
-literal names, never patterns. What the run itself writes under the output root (`transforms.paths.ROOT_OUTPUTS`)
+literal names, never patterns. What the run itself writes under the output root (`gazecrop.paths.ROOT_OUTPUTS`)
 is never an input. Only regular files are read: a FIFO, device or folder that a pattern matches becomes
 an error row at stage `read` (`NotARegularFileError`), never a read that blocks.
 
@@ -38,8 +38,9 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.paths import is_run_output, output_relpath
-from transforms.records import SourceFile, dead_letter_rows, seconds_to_epoch_us
+from gazecrop.paths import is_run_output, output_relpath
+from gazecrop.records import SourceFile, seconds_to_epoch_us
+from gazecrop.transforms.dead_letters import dead_letter_rows
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -58,13 +59,13 @@ class NotARegularFileError(OSError):
 
 
 class MatchedFile(NamedTuple):
-    """A matched input file, its output relpath (`transforms.paths`), and the size, modification time
+    """A matched input file, its output relpath (`gazecrop.paths`), and the size, modification time
     and object generation the match (or a storage notification) reported."""
     uri: str
     relpath: str
     size_in_bytes: int
     modified_us: int = 0  # last modification, microseconds since the epoch (0: unknown)
-    generation: str = ""  # gs:// object generation (`transforms.generations`); "": none known
+    generation: str = ""  # gs:// object generation (`gazecrop.transforms.generations`); "": none known
 
 
 def absolute_uri(uri: str) -> str:
@@ -200,7 +201,7 @@ def _named_file(keyed, roots: list[str]) -> MatchedFile:
 def files_of(spec: InputSpec, output_root: str) -> list:
     """The FileMetadata of the file a literal `spec` names (FileNotFoundError if none; ValueError if it is
     one of the run's own outputs), or of every file a pattern matches, less the run's own outputs under
-    `output_root` (`transforms.paths.is_run_output`)."""
+    `output_root` (`gazecrop.paths.is_run_output`)."""
     if spec.literal:
         if is_run_output(spec.uri, output_root):
             raise ValueError(f"{spec.uri} is an output of this run (under --output {output_root}), not an input")

@@ -6,7 +6,7 @@ what it had in flight. The streaming tables are append-only window files, so a f
 would be recorded twice, and a file whose message was acknowledged but whose rows were never written
 would be lost. Three parts make a restarted job record every file exactly once:
 
-1. **Catch-up** (`pipeline.stream`, `--catch_up`): at start the job also lists `--input_prefix` once,
+1. **Catch-up** (`gazecrop.pipeline.stream`, `--catch_up`): at start the job also lists `--input_prefix` once,
    so files whose notifications an earlier run took but never recorded are found again.
 2. **`SkipRecorded`**: each worker loads, at start, the identities (URI, size, modification time) of
    the files the tables under ROOT already record: every `ROOT/metadata/*.parquet` (the batch table
@@ -40,9 +40,9 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.metadata import read_parquet, table_files
-from transforms.read import MatchedFile
-from transforms.records import to_epoch_us
+from gazecrop.transforms.metadata import read_parquet, table_files
+from gazecrop.transforms.read import MatchedFile
+from gazecrop.records import to_epoch_us
 
 _LOGGER = logging.getLogger(__name__)
 

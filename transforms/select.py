@@ -1,10 +1,10 @@
 """Crop stage: saliency maps to ranked crops per aspect ratio, vectorised over a batch and all ratios.
 
-The search itself is `transforms.crop.choose_crops` (summed-area tables over the batch); this module only
+The search itself is `gazecrop.search.choose_crops` (summed-area tables over the batch); this module only
 batches the images (same map shape per call), looks up each image's focus (the --focus table), and keeps
 each image's crops (every ratio, ranks 0 .. --candidates - 1) and its focal point.
 
-The focus table (`transforms.crop.read_focus_rows`) is read once when the job is built and resolved to a
+The focus table (`gazecrop.search.read_focus_rows`) is read once when the job is built and resolved to a
 `FocusTable` keyed by source URI (`resolve_focus_table`); it travels with the job like the --input_list
 URIs. A row names an image by its source URI or by its path relative to an input root; a relative path
 is joined to the input roots then, so an image is looked up by its URI alone (`focus_key`), never by its
@@ -23,11 +23,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 import apache_beam as beam
 import numpy as np
 
-from transforms.crop import (CropConfig, Focus, FocusRow, FocusTableError, choose_crops, focal_point,
-                             refuse_duplicate_keys)
-from transforms.inference import group_by_shape_of
-from transforms.read import absolute_uri
-from transforms.records import CroppedImage, SaliencyImage, SourceFile, dead_letter_rows
+from gazecrop.search import CropConfig, Focus, choose_crops, focal_point
+from gazecrop.transforms.focus import FocusRow, FocusTableError, refuse_duplicate_keys
+from gazecrop.transforms.inference import group_by_shape_of
+from gazecrop.transforms.read import absolute_uri
+from gazecrop.records import CroppedImage, SaliencyImage, SourceFile
+from gazecrop.transforms.dead_letters import dead_letter_rows
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def resolve_focus_table(rows: Sequence[FocusRow], roots: Sequence[str], *,
                         exists: Callable[[str], bool] | None = None) -> FocusTable:
     """The rows of a focus table keyed by the source URIs they name, once, when the job is built.
 
-    `roots`: the job's input roots (`transforms.read.input_roots`, absolute). A relative key names
+    `roots`: the job's input roots (`gazecrop.transforms.read.input_roots`, absolute). A relative key names
     `root + key` under each root; where there are several roots and it names an existing file under two
     of them, the row is ambiguous and refused (write the source URI instead). Raises `FocusTableError`
     naming both rows when two rows name one source URI (`a.jpg` and `/in/a.jpg`, or NFC twins).

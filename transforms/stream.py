@@ -13,9 +13,9 @@
 * `MatchNewFiles`: Beam's `fileio.MatchContinuously` over a glob, polled every `interval` seconds;
   each file is emitted once, when first seen.
 
-Each becomes a `transforms.read.MatchedFile` whose relpath is the object name relative to the input
+Each becomes a `gazecrop.transforms.read.MatchedFile` whose relpath is the object name relative to the input
 root (the prefix, or the glob's directory before its first wildcard), named by
-`transforms.paths.output_relpath` as in batch runs (so a catch-up listing and a notification name one
+`gazecrop.paths.output_relpath` as in batch runs (so a catch-up listing and a notification name one
 object alike, and names that collide only on a case-insensitive store are told apart); with no prefix, a
 notification's relpath is `<bucket>/<object name>`. An object uploaded again replaces its crops.
 
@@ -56,10 +56,10 @@ import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.transforms import window
 
-from transforms.paths import is_run_output, output_relpath
-from transforms.read import MatchedFile, absolute_uri, glob_regex, pattern_root, relative_path
-from transforms.records import error_row, seconds_to_epoch_us, to_epoch_us
-from transforms.write import join
+from gazecrop.paths import is_run_output, output_relpath
+from gazecrop.transforms.read import MatchedFile, absolute_uri, glob_regex, pattern_root, relative_path
+from gazecrop.records import error_row, seconds_to_epoch_us, to_epoch_us
+from gazecrop.transforms.write import join
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def matched_file(metadata, root: str) -> MatchedFile:
 
 class MatchNewFiles(beam.PTransform):
     """Files appearing under a glob (`fileio.MatchContinuously` lists the pattern's root every `interval`
-    seconds; names are matched by `transforms.read.glob_regex`, as in batch runs), each once, leaving
+    seconds; names are matched by `gazecrop.transforms.read.glob_regex`, as in batch runs), each once, leaving
     out what the run writes under `output_root`. Returns matched files (no error rows: a poll that
     fails is retried by the runner)."""
 

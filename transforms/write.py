@@ -7,7 +7,7 @@ Layout under the output root ROOT (any Beam filesystem: local, gs://, s3://):
   `crops/16x9/kodak/kodim01.png.jpg`), so two sources never share an output.
 * `ROOT/crops/<ratio_dirname>/<relpath>.rank<k>.<ext>`: with --candidates > 1, the rank-k candidate
   (k >= 1) of that ratio (`crops/16x9/kodak/kodim01.png.rank1.jpg`); rank 0 keeps the name above.
-  (`transforms.paths` escapes a source name's own `.rank<k>` ending, so source `a.rank1`'s crop is
+  (`gazecrop.paths` escapes a source name's own `.rank<k>` ending, so source `a.rank1`'s crop is
   never the rank-1 crop of source `a`.)
 * `ROOT/saliency/<relpath>.npy` (with `--save_saliency`): the float32 log-density at model resolution.
 * `ROOT/saliency/<relpath>.png` (by default; `--saliency_preview=false` turns it off): a small preview of
@@ -23,7 +23,7 @@ Speed: the crops of a source of up to `PARALLEL_MAX_MEGAPIXELS` are encoded and 
 thread pool (OpenCV's encoders and the filesystem clients release the GIL); larger sources' crops one
 after another, so that a worker holds at most two full-size copies of a large image (the decoded source
 and the crop being encoded). With --max_output_side, a JPEG source whose every crop is shrunk at least
-2x is decoded at 1/2, 1/4 or 1/8 scale (`write_reduction`). `python -m pipeline.bench` prints the write
+2x is decoded at 1/2, 1/4 or 1/8 scale (`write_reduction`). `python -m gazecrop.tools.bench` prints the write
 stage's time per image.
 """
 
@@ -44,11 +44,12 @@ import cv2
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.crop import Crop, CropConfig, Focus, parse_aspect_ratios, ratio_dirname
-from transforms.decode import DEFAULT_MAX_MEGAPIXELS, check_size, decode_pixels, read_header, resize_to
-from transforms.paths import check_relpath
-from transforms.read import absolute_uri
-from transforms.records import CroppedImage, SaliencyImage, dead_letter_rows, from_epoch_us, now_utc
+from gazecrop.search import Crop, CropConfig, Focus, parse_aspect_ratios, ratio_dirname
+from gazecrop.decode import DEFAULT_MAX_MEGAPIXELS, check_size, decode_pixels, read_header, resize_to
+from gazecrop.paths import check_relpath
+from gazecrop.transforms.read import absolute_uri
+from gazecrop.records import CroppedImage, SaliencyImage, from_epoch_us, now_utc
+from gazecrop.transforms.dead_letters import dead_letter_rows
 
 OUTPUT_FORMATS = ("jpeg", "png", "webp", "source")
 

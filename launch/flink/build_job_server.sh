@@ -6,7 +6,7 @@
 # GAZECROP_M2_REPO). A cold build takes ~2-3 minutes here, mostly download.
 #
 # Use:  jar=$(launch/flink/build_job_server.sh)
-#       python -m pipeline.run ... --runner=FlinkRunner --flink_master=[local] \
+#       python -m gazecrop.pipeline.run ... --runner=FlinkRunner --flink_master=[local] \
 #           --flink_job_server_jar="$jar" --environment_type=LOOPBACK
 # Needs: a JDK (11 or 17; Flink 1.19 supports those) and Maven on PATH.
 set -euo pipefail

@@ -1,4 +1,4 @@
-"""Trains the readout on human fixations: ``python -m model.train``.
+"""Trains the readout on human fixations: ``python -m gazecrop.tools.train``.
 
 DeepGaze II recipe: the VGG16 body is frozen and its features cached once; the readout, the
 blur width and the centre-bias weight are trained to minimise the negative log-likelihood of the
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from model import loading, network
-from model.data import DEFAULT_DATASET, default_cache_dir, read_fixations, read_split
-from model.features import CACHED_LAYERS, FeatureCache
-from model.images import read_image_rgb
-from model.saliency import centre_bias_log_density, fit_centre_bias
+from gazecrop.model import loading, network
+from gazecrop.tools.data import DEFAULT_DATASET, default_cache_dir, read_fixations, read_split
+from gazecrop.tools.features import CACHED_LAYERS, FeatureCache
+from gazecrop.model.images import read_image_rgb
+from gazecrop.model.saliency import centre_bias_log_density, fit_centre_bias
 
 LN2 = np.log(2.0)
 
@@ -122,10 +122,10 @@ def feature_statistics(samples):
 
 
 def val_report(head, samples, fixations, sizes, prior, dataset_dir, *, batch_size=8):
-    """Full val metrics at stimulus resolution from cached features (as ``model.evaluate``)."""
-    from model import metrics
-    from model.evaluate import empirical_map
-    from model.saliency import resize_log_density
+    """Full val metrics at stimulus resolution from cached features (as ``gazecrop.tools.evaluate``)."""
+    from gazecrop.tools import metrics
+    from gazecrop.tools.evaluate import empirical_map
+    from gazecrop.model.saliency import resize_log_density
 
     ig, nss, auc, cc = [], [], [], []
     for batch in batches(samples, batch_size, np.random.default_rng(0)):
@@ -265,14 +265,14 @@ def train(args, log=print):
                 "blur_sigma_px": float(np.exp(head.get_layer("blur").log_sigma.numpy())),
                 "centre_bias_weight": float(head.get_layer("centre_bias").weight.numpy()),
                 "centre_bias_bandwidth": bandwidth, "train_images": len(train_names),
-                "flips": bool(args.flips), "command": "python -m model.train " + " ".join(args.argv)}
+                "flips": bool(args.flips), "command": "python -m gazecrop.tools.train " + " ".join(args.argv)}
     loading.save_readout(full, config, args.output, metadata=metadata)
     log(f"wrote {args.output}")
     return best
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m gazecrop.tools.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", type=Path, default=DEFAULT_DATASET,
                    help="folder with stimuli/, fixations.csv, splits/ (default: %(default)s)")

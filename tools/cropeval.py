@@ -1,12 +1,12 @@
-"""Crop quality against where people look: ``python -m model.cropeval --dataset DIR``.
+"""Crop quality against where people look: ``python -m gazecrop.tools.cropeval --dataset DIR``.
 
-For every image of an eye-tracking dataset (MIT1003 layout, see ``model.data``) and every aspect
+For every image of an eye-tracking dataset (MIT1003 layout, see ``gazecrop.tools.data``) and every aspect
 ratio, each method chooses a crop and we count the share of the image's human fixations inside it.
-All methods use the largest window of the ratio (``transforms.crop.window_sizes``), so only the
+All methods use the largest window of the ratio (``gazecrop.search.window_sizes``), so only the
 placement differs (unless ``--min_scale`` lets gazecrop shrink its own window).
 
 Methods:
-  gazecrop           the model's log-density through ``transforms.crop.choose_crops`` (the pipeline's code)
+  gazecrop           the model's log-density through ``gazecrop.search.choose_crops`` (the pipeline's code)
   centre             the centred window
   best               the window placed on the fixations themselves (an upper bound)
   smartcrop          smartcrop.py (PyPI ``smartcrop``), largest scale; needs the package
@@ -36,10 +36,10 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from model.data import DEFAULT_DATASET, default_cache_dir, read_fixations, read_image_list
-from model.images import read_image_rgb, resize_for_model
-from transforms.crop import (CropConfig, Focus, choose_crops, parse_aspect_ratios, ratio_label,
-                             read_focus_table, window_sizes)
+from gazecrop.tools.data import DEFAULT_DATASET, default_cache_dir, read_fixations, read_image_list
+from gazecrop.model.images import read_image_rgb, resize_for_model
+from gazecrop.search import CropConfig, Focus, choose_crops, parse_aspect_ratios, ratio_label, window_sizes
+from gazecrop.transforms.focus import read_focus_table
 
 METHODS = ("gazecrop", "centre", "best", "smartcrop", "vips-attention", "vips-entropy",
            "spectral-residual")
@@ -180,7 +180,7 @@ class Predictor:
 
     def __init__(self, model_name, cache_dir: Optional[Path]):
         """``model_name``: a ``load_model`` spec, or a ``SaliencyModel`` already loaded."""
-        from model import load_model
+        from gazecrop.model import load_model
 
         self.model = load_model(model_name) if isinstance(model_name, (str, Path)) else model_name
         self.cache = None if cache_dir is None else Path(cache_dir) / "cropeval" / self.model.version
@@ -360,7 +360,7 @@ def format_table(result: Result, summary: dict) -> str:
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m model.cropeval", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m gazecrop.tools.cropeval", description=__doc__.split("\n\n")[0])
     d = CropConfig()
     p.add_argument("--dataset", default=str(DEFAULT_DATASET),
                    help="dataset folder with stimuli/ and fixations.csv (default: %(default)s)")

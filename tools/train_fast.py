@@ -1,4 +1,4 @@
-"""Trains the fast saliency model from scratch: ``python -m model.train_fast``.
+"""Trains the fast saliency model from scratch: ``python -m gazecrop.tools.train_fast``.
 
 The recipe of Theis et al. 2018 ("Faster gaze prediction with dense networks and Fisher pruning"),
 scaled to a CPU time box. The full model (``load_model("default")``, VGG16 body at short side
@@ -6,7 +6,7 @@ scaled to a CPU time box. The full model (``load_model("default")``, VGG16 body 
 Fisher-pruned body:
 
 1. **Teacher maps, cached once.** The teacher's log-density of every train image (and of its
-   mirror image) comes from its readout run on the cached body features (``model.features``),
+   mirror image) comes from its readout run on the cached body features (``gazecrop.tools.features``),
    resized to the student's input size and stored as densities in
    ``$GAZECROP_CACHE/fast/teacher-<teacher version>-s<short side>.npz``.
 2. **Student at full width.** The full network rebuilt at ``--short-side`` (128): the VGG16
@@ -21,13 +21,13 @@ Fisher-pruned body:
    ``(1 - λ)`` × cross-entropy against the teacher's density + ``λ`` × negative log-likelihood
    of the human fixations (``--fixation-weight`` λ). AdamW, cosine-decayed learning rate. After
    each epoch the val information gain over the centre bias (at model resolution) and the val
-   crop gain (``model.cropeval``) are printed; the epoch with the best val IG is kept.
+   crop gain (``gazecrop.tools.cropeval``) are printed; the epoch with the best val IG is kept.
 5. The body is rounded to float16 (how it is stored), the val metrics at stimulus resolution
-   are computed (as ``model.evaluate``), and ``model/weights/fast.weights.h5`` is written with
+   are computed (as ``gazecrop.tools.evaluate``), and ``model/weights/fast.weights.h5`` is written with
    the body, the readout, the config and the command.
 
 About 11 minutes on 2 CPU cores (6 epochs of ~90 s, Fisher scores ~1 min), given the teacher's
-feature cache (``python -m model.features``). Seeds are fixed; as for ``model.train``, TensorFlow's CPU kernels are not bit-exact across
+feature cache (``python -m gazecrop.tools.features``). Seeds are fixed; as for ``gazecrop.tools.train``, TensorFlow's CPU kernels are not bit-exact across
 thread schedules, so a rerun agrees to within the run-to-run spread (model/README.md).
 """
 
@@ -38,10 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model import loading, network
-from model.data import DEFAULT_DATASET, default_cache_dir, read_fixations, read_split
-from model.images import read_image_rgb, resize_for_model
-from model.saliency import centre_bias_log_density, resize_log_density
+from gazecrop.model import loading, network
+from gazecrop.tools.data import DEFAULT_DATASET, default_cache_dir, read_fixations, read_split
+from gazecrop.model.images import read_image_rgb, resize_for_model
+from gazecrop.model.saliency import centre_bias_log_density, resize_log_density
 
 LN2 = np.log(2.0)
 
@@ -89,9 +89,9 @@ class Item:
 
 def teacher_maps(teacher, dataset, names, short_side, cache_dir, *, flips, log):
     """{(name, flipped): teacher density at the student's input size}, cached on disk."""
-    from model.bench import head_of
-    from model.features import FeatureCache
-    from model.train import image_sizes
+    from gazecrop.tools.model_bench import head_of
+    from gazecrop.tools.features import FeatureCache
+    from gazecrop.tools.train import image_sizes
 
     path = Path(cache_dir) / "fast" / f"teacher-{teacher.version}-s{short_side}.npz"
     keys = [(n, f) for n in names for f in ((False, True) if flips else (False,))]
@@ -259,9 +259,9 @@ def val_information_gain(km, items, prior, *, batch_size=8):
 
 
 def val_crop_gain(km, dataset, names, short_side):
-    """Val crop gain of ``km`` (``model.cropeval``'s pooled gain, default crop settings)."""
-    from model.cropeval import Predictor, evaluate, summarise
-    from transforms.crop import CropConfig
+    """Val crop gain of ``km`` (``gazecrop.tools.cropeval``'s pooled gain, default crop settings)."""
+    from gazecrop.tools.cropeval import Predictor, evaluate, summarise
+    from gazecrop.search import CropConfig
 
     model = loading.SaliencyModel(km, name="student", config={"short_side": short_side})
     result = evaluate(dataset, names, CropConfig(), methods=("gazecrop", "centre", "best"),
@@ -320,7 +320,7 @@ def train_fast(args, log=print):
     import keras
     import tensorflow as tf
 
-    from model.evaluate import evaluate
+    from gazecrop.tools.evaluate import evaluate
 
     t0 = time.time()
     keras.utils.set_random_seed(args.seed)
@@ -355,7 +355,7 @@ def train_fast(args, log=print):
     # 4. Distillation fine-tune of the whole pruned network.
     best_ig, best_epoch = fine_tune(km, train_items, val_items, prior, args, rng, log)
 
-    # 5. Round the body to its stored precision; val metrics as model.evaluate computes them.
+    # 5. Round the body to its stored precision; val metrics as gazecrop.tools.evaluate computes them.
     for name in network.VGG16_CONVS:
         layer = km.get_layer(name)
         layer.set_weights([w.astype(loading.BODY_DTYPE).astype(np.float32) for w in layer.get_weights()])
@@ -372,14 +372,14 @@ def train_fast(args, log=print):
                 "val_stimulus_res": {k: round(v, 5) for k, v in report.items()},
                 "train_images": len(train_names), "fisher_images": len(fisher_items),
                 "minutes": round(minutes, 1),
-                "command": "python -m model.train_fast " + " ".join(args.argv)}
+                "command": "python -m gazecrop.tools.train_fast " + " ".join(args.argv)}
     loading.save_readout(km, config, args.output, metadata=metadata)
     log(f"wrote {args.output} (version {model.version}) after {minutes:.1f} min")
     return report
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m model.train_fast", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m gazecrop.tools.train_fast", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", type=Path, default=DEFAULT_DATASET,
                    help="folder with stimuli/, fixations.csv, splits/ (default: %(default)s)")

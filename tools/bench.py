@@ -1,6 +1,6 @@
-"""`gazecrop bench` / `python -m pipeline.bench`: the pipeline's throughput against the model's alone.
+"""`gazecrop bench` / `python -m gazecrop.tools.bench`: the pipeline's throughput against the model's alone.
 
-    python -m pipeline.bench --images 200 [--model default] [--batch_size 16] [--size 1600x1200]
+    python -m gazecrop.tools.bench --images 200 [--model default] [--batch_size 16] [--size 1600x1200]
 
 1. Draws N synthetic photos (pipeline/demo.py scenes, JPEG, a few aspect ratios) into a work folder.
 2. Runs the whole pipeline on them (FnApiRunner, in this process) and reports images/s end to end, the
@@ -30,12 +30,12 @@ import numpy as np
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.demo import draw_scene
-from pipeline.options import parse
-from pipeline.run import build, summarize
-from transforms.decode import decode_for_model, resize_to
-from transforms.inference import describe_model, group_by_shape_of, load_cached
-from transforms.records import DecodedImage
+from gazecrop.pipeline.demo import draw_scene
+from gazecrop.pipeline.options import parse
+from gazecrop.pipeline.run import build, summarize
+from gazecrop.decode import decode_for_model, resize_to
+from gazecrop.transforms.inference import describe_model, group_by_shape_of, load_cached
+from gazecrop.records import DecodedImage
 
 # Sizes of the synthetic photos (width, height): the common camera and phone shapes, both orientations.
 _SHAPES = ((4, 3), (3, 4), (3, 2), (16, 9), (1, 1))
@@ -92,7 +92,7 @@ def run_pipeline(input_list: str, output: str, model: str, batch_size: int, beam
 
 
 def run_model_only(paths: list[str], model_spec: str, batch_size: int) -> tuple[float, float, int]:
-    """Wall and CPU seconds of `model.predict` alone over the same inputs, batches of `batch_size` split
+    """Wall and CPU seconds of `gazecrop.model.predict` alone over the same inputs, batches of `batch_size` split
     by shape (the same model object the pipeline used); and the number of images."""
     model = load_cached(model_spec)
     with open(paths[0], "rb") as f:  # warm-up call (function tracing), not timed

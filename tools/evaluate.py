@@ -1,4 +1,4 @@
-"""Scores the model against human fixations: ``python -m model.evaluate --dataset DIR``.
+"""Scores the model against human fixations: ``python -m gazecrop.tools.evaluate --dataset DIR``.
 
 DIR holds ``stimuli/`` and ``fixations.csv`` (the layout of ``../shared/data/mit1003``). The
 models are scored side by side, each as a log-density at the stimulus resolution:
@@ -25,11 +25,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from model import metrics
-from model.data import read_fixations, read_image_list
-from model.images import read_image_rgb
-from model.predict import predict_images
-from model.saliency import centre_bias_log_density
+from gazecrop.tools import metrics
+from gazecrop.tools.data import read_fixations, read_image_list
+from gazecrop.model.images import read_image_rgb
+from gazecrop.model.predict import predict_images
+from gazecrop.model.saliency import centre_bias_log_density
 
 #: Blur of the empirical saliency map when the dataset ships none, as a share of the long side.
 FIXATION_MAP_SIGMA = 0.034
@@ -110,7 +110,7 @@ def format_table(report):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m gazecrop.tools.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, type=Path, help="folder with stimuli/ and fixations.csv")
     p.add_argument("--images", type=Path,
@@ -122,7 +122,7 @@ def main(argv=None):
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = p.parse_args(argv)
 
-    from model import load_model
+    from gazecrop.model import load_model
 
     models = [load_model(spec) for spec in args.model or ["default"]]
     if args.images:

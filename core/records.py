@@ -1,4 +1,5 @@
-"""The elements that travel between stages, and the error rows every stage's failures become.
+"""The elements that travel between stages, and the error rows every stage's failures become (no Beam:
+the stages' dead letters become rows in `gazecrop.transforms.dead_letters`).
 
 Each record keeps `uri` so that a failure at any stage can name its source, and `data` (the compressed
 source bytes) so that the writer can cut the crops from the full-resolution source without holding
@@ -10,7 +11,6 @@ from __future__ import annotations
 import datetime
 from typing import Any, NamedTuple
 
-import apache_beam as beam
 import numpy as np
 
 
@@ -20,7 +20,7 @@ class SourceFile(NamedTuple):
     relpath: str  # path relative to its input root; names the outputs
     data: bytes
     modified_us: int = 0  # last modification as listed, microseconds since the epoch (0: unknown)
-    generation: str = ""  # gs:// object generation as listed (`transforms.generations`); "": none known
+    generation: str = ""  # gs:// object generation as listed (`gazecrop.transforms.generations`); "": none known
 
 
 class DecodedImage(NamedTuple):
@@ -53,10 +53,10 @@ class SaliencyImage(NamedTuple):
 class CroppedImage(NamedTuple):
     """Crop stage output: the source, its saliency, its crops (per ratio, ranks 0..) and focal point."""
     image: SaliencyImage
-    crops: tuple  # of transforms.crop.Crop, in --aspect_ratios order, by rank within a ratio (0 = best)
+    crops: tuple  # of gazecrop.search.Crop, in --aspect_ratios order, by rank within a ratio (0 = best)
     focal_x: int
     focal_y: int
-    focus: Any = None  # the --focus hint the crops contain (transforms.crop.Focus), if any
+    focus: Any = None  # the --focus hint the crops contain (gazecrop.search.Focus), if any
 
 
 def now_utc() -> datetime.datetime:
@@ -110,23 +110,7 @@ def error_row(source_uri: str, stage: str, error_type: str, message: str,
     }
 
 
-def dead_letter_rows(dead_letter: tuple, *, stage: str) -> list[dict]:
-    """Error rows for one dead letter of `with_exception_handling()`.
-
-    A dead letter is `(element, (exception type, repr, formatted traceback))`; for a stage that works
-    on batches (RunInference, crop selection) the element is a list of records, and every record of the
-    failed batch gets its own row, so each input still ends as exactly one error row.
-    """
-    element, (exc_type, exc_repr, traceback_lines) = dead_letter
-    error_type = getattr(exc_type, "__name__", str(exc_type))
-    message = _message(error_type, exc_repr, traceback_lines)
-    elements = element if isinstance(element, list) else [element]
-    processed_at = now_utc()
-    beam.metrics.Metrics.counter("gazecrop", f"failed_{stage}").inc(len(elements))
-    return [error_row(source_uri_of(e), stage, error_type, message, processed_at) for e in elements]
-
-
-def _message(error_type: str, exc_repr: str, traceback_lines) -> str:
+def dead_letter_message(error_type: str, exc_repr: str, traceback_lines) -> str:
     """The exception's own message: the traceback's last line without its `Type: ` prefix."""
     if traceback_lines:
         last = "".join(traceback_lines).rstrip().splitlines()[-1]

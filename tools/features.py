@@ -13,8 +13,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from model import loading, network
-from model.images import read_image_rgb, resize_for_model
+from gazecrop.model import loading, network
+from gazecrop.model.images import read_image_rgb, resize_for_model
 
 #: Body layers cached (all on the 1/16 grid); the readout reads a subset of them.
 CACHED_LAYERS = ("block4_pool", "block5_conv1", "block5_conv3")
@@ -102,10 +102,10 @@ class FeatureCache:
 
 
 def main(argv=None):
-    """Fills the cache for a dataset's train and val splits: ``python -m model.features``."""
+    """Fills the cache for a dataset's train and val splits: ``python -m gazecrop.tools.features``."""
     import argparse
 
-    from model.data import DEFAULT_DATASET, default_cache_dir, read_split
+    from gazecrop.tools.data import DEFAULT_DATASET, default_cache_dir, read_split
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
@@ -115,7 +115,7 @@ def main(argv=None):
     p.add_argument("--splits", nargs="+", default=["train", "val"])
     p.add_argument("--no-flips", action="store_true", help="skip the mirrored copies")
     p.add_argument("--max-train", type=int, default=0,
-                   help="only the first N images of the train split (as model.train --max-train)")
+                   help="only the first N images of the train split (as gazecrop.tools.train --max-train)")
     args = p.parse_args(argv)
     cache = FeatureCache(args.cache_dir, backbone=args.backbone, short_side=args.short_side)
     names = []

@@ -1,8 +1,8 @@
-"""`python -m pipeline.loadtest`: a whole catalog through `gazecrop run` on worker processes, with every
+"""`python -m gazecrop.tools.loadtest`: a whole catalog through `gazecrop run` on worker processes, with every
 input accounted for and the memory of every process sampled while it runs.
 
-    python -m pipeline.loadtest --images 20000 --long_side 256             # load: many small images
-    python -m pipeline.loadtest --images 48 --long_side 6000 --broken 0     # memory: many large images
+    python -m gazecrop.tools.loadtest --images 20000 --long_side 256             # load: many small images
+    python -m gazecrop.tools.loadtest --images 48 --long_side 6000 --broken 0     # memory: many large images
 
 1. Draws N synthetic photos (pipeline/demo.py scenes, JPEG; every `--broken`-th one is cut short, so
    failures are part of the load) into a work folder (kept between runs with --workdir).
@@ -10,7 +10,7 @@ input accounted for and the memory of every process sampled while it runs.
    `--direct_running_mode=multi_processing` and `--workers` SDK worker processes, the tiny model by
    default (this measures the pipeline around the model; pass `--model default` for the real one).
 3. Samples the resident memory of this process and of each of its worker processes every half second,
-   together with how many images were accounted for (the progress ticks of `pipeline.progress`), and
+   together with how many images were accounted for (the progress ticks of `gazecrop.pipeline.progress`), and
    prints it at each tenth of the run: memory that stays flat while the count grows is the point.
 4. Reads the tables back: every input is cropped or has its one error row, none twice.
 
@@ -33,9 +33,9 @@ import tempfile
 import threading
 import time
 
-from pipeline.bench import make_inputs
-from pipeline.options import parse
-from pipeline.progress import ProgressBar
+from gazecrop.tools.bench import make_inputs
+from gazecrop.pipeline.options import parse
+from gazecrop.pipeline.progress import ProgressBar
 
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 
@@ -115,7 +115,7 @@ def run_pipeline(input_dir: str, output: str, known, progress: ProgressBar) -> s
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.run import build, summarize
+    from gazecrop.pipeline.run import build, summarize
     options, beam_args = parse([
         "--input", f"{input_dir}/*", "--output", output, "--model", known.model,
         "--batch_size", str(known.batch_size), "--aspect_ratios", "1:1,16:9",
@@ -126,7 +126,7 @@ def run_pipeline(input_dir: str, output: str, known, progress: ProgressBar) -> s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.loadtest", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m gazecrop.tools.loadtest", description=__doc__.split("\n\n")[0],
                                      allow_abbrev=False)
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--long_side", type=int, default=256, help="long side of the photos in pixels")
@@ -184,7 +184,7 @@ def report(samples, launcher: int, total: int, seconds: float) -> None:
 
 
 def check_tables(output: str, paths: list[str]) -> int:
-    from transforms.metadata import read_table
+    from gazecrop.transforms.metadata import read_table
     metadata = read_table(output, "metadata", ["source_uri", "aspect_ratio"]).to_pylist()
     errors = read_table(output, "errors", ["source_uri"]).column("source_uri").to_pylist()
     cropped = {r["source_uri"] for r in metadata}

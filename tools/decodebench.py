@@ -1,6 +1,6 @@
-"""`python -m pipeline.decodebench`: the decode stage's peak memory for 8- and 16-bit, RGB and RGBA PNGs.
+"""`python -m gazecrop.tools.decodebench`: the decode stage's peak memory for 8- and 16-bit, RGB and RGBA PNGs.
 
-    python -m pipeline.decodebench --megapixels 48 [--workdir DIR]
+    python -m gazecrop.tools.decodebench --megapixels 48 [--workdir DIR]
 
 1. Writes four PNGs of about `--megapixels` (4:3) with OpenCV into a temporary folder (or `--workdir`,
    where they are kept and reused): 8-bit RGB, 8-bit RGBA, 16-bit RGB and 16-bit RGBA, with smooth
@@ -83,7 +83,7 @@ def write_pngs(directory: Path, megapixels: float) -> dict[str, Path]:
 
 def _model_input_size(height: int, width: int) -> tuple[int, int]:
     """The default model's input geometry (short side 224, long side a multiple of 16), computed here so
-    that the child does not import TensorFlow (`model.loading.input_size` does)."""
+    that the child does not import TensorFlow (`gazecrop.model.loading.input_size` does)."""
     short, long = sorted((height, width))
     long_out = max(224, round(long * 224 / short / 16) * 16)
     return (224, long_out) if height <= width else (long_out, 224)
@@ -98,7 +98,7 @@ def peak_rss_mb() -> float:
 
 def child(stage: str, path: str) -> dict:
     """Run one stage on the file at `path` in this process; return its peak RSS (MB) and time (s)."""
-    from transforms.decode import decode_for_model, decode_full
+    from gazecrop.decode import decode_for_model, decode_full
 
     data = Path(path).read_bytes()
     start = time.perf_counter()
@@ -114,7 +114,7 @@ def stated_bound_mb(path: Path) -> float | None:
     """The decode's memory bound for this file as `transforms/decode.py` states it, in MB (None for a
     version of the module that states none). Read in this process: Pillow's header read of a PNG
     decodes the whole image to look for EXIF, which would inflate a baseline child."""
-    from transforms.decode import read_header
+    from gazecrop.decode import read_header
 
     bound = getattr(read_header(path.read_bytes()), "decode_bytes", None)
     return None if bound is None else bound / 1e6
@@ -124,7 +124,7 @@ def measure(stage: str, path: Path) -> dict:
     """`child(stage, path)` in a fresh Python process."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(_REPO), os.environ.get("PYTHONPATH")) if p),
                OPENCV_LOG_LEVEL="OFF")
-    done = subprocess.run([sys.executable, "-m", "pipeline.decodebench", "--child", stage, str(path)],
+    done = subprocess.run([sys.executable, "-m", "gazecrop.tools.decodebench", "--child", stage, str(path)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"the {stage} child failed on {path} (exit {done.returncode}): {done.stderr[-2000:]}")
@@ -156,7 +156,7 @@ def run_bench(megapixels: float, workdir: Path | None = None) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.decodebench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m gazecrop.tools.decodebench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--megapixels", type=float, default=48.0,
                         help="size of the test images, in megapixels (4:3); default 48")
     parser.add_argument("--workdir", type=Path, default=None,

@@ -1,4 +1,4 @@
-"""Speed of the models alone: ``python -m model.bench``.
+"""Speed of the models alone: ``python -m gazecrop.tools.model_bench``.
 
 For each model (``--model``, repeatable; default the full model and the fast one, in one run so
 they share the machine's load) and each input size it is offered — square, 4:3 landscape and 3:4
@@ -37,7 +37,7 @@ def best_time(fn, x, repeats, min_seconds=1.0):
 
 def head_of(model):
     """The model minus its body (readout … softmax), with the trained weights, and its input layers."""
-    from model import network
+    from gazecrop.model import network
 
     km = model.keras_model
     config = model.config
@@ -122,7 +122,7 @@ def bench(model, sizes, batch_sizes, repeats, log=print):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m gazecrop.tools.model_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append",
                    help="'default', 'fast', 'tiny' or a weights file; repeatable "
@@ -136,8 +136,8 @@ def main(argv=None):
 
     import tensorflow as tf
 
-    from model import load_model
-    from model.loading import input_size
+    from gazecrop.model import load_model
+    from gazecrop.model.loading import input_size
 
     print(f"TensorFlow {tf.__version__}, {tf.config.threading.get_inter_op_parallelism_threads() or 'auto'} "
           f"inter-op threads, devices: {[d.device_type for d in tf.config.list_physical_devices()]}")

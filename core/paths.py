@@ -174,5 +174,5 @@ def check_relpath(relpath: str) -> str:
            or any(len(s.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES for s in segments))
     if bad:
         raise ValueError(f"unsafe output path {relpath!r}: output names must come from "
-                         f"transforms.paths.safe_relpath")
+                         f"gazecrop.paths.safe_relpath")
     return relpath
