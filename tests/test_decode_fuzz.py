@@ -33,8 +33,8 @@ CASES = int(os.environ.get("GAZECROP_FUZZ_CASES", "8000"))  # CI: 8,000 cases, ~
 CHILD_TIMEOUT_S = 240
 SLOW_CASE_MS = 2000  # one ~128 px image: anything near this is a hang in the making
 CASE_RSS_MB = 200  # the fuzz guard allows 2 MP; a case that grows the process more allocated past it
-CLEAN = {"gazecrop.transforms.decode.NotAnImageError", "gazecrop.transforms.decode.CorruptImageError",
-         "gazecrop.transforms.decode.ImageTooLargeError"}
+CLEAN = {"gazecrop.decode.NotAnImageError", "gazecrop.decode.CorruptImageError",
+         "gazecrop.decode.ImageTooLargeError"}
 
 
 def _run_child(fixtures: Path, first: int, count: int):
