@@ -43,6 +43,7 @@ TEST_REQUIRES = [
     # drives headless Chromium through the system chromedriver (tests/test_report_review.py); 4.52.0
     # needs a certifi newer than the index serves
     "selenium==4.51.0",
+    "import-linter==2.17",  # imports point one way: .importlinter, checked by tests/test_package.py
     *BASELINES_REQUIRE,
 ]
 

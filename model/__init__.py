@@ -4,8 +4,8 @@
 distilled ~15× faster version (``gazecrop.tools.train_fast``); ``load_model("tiny")`` a tiny
 seeded stand-in for tests. See ``model/README.md`` (the model card).
 
-Keras and TensorFlow are imported on first use, so ``gazecrop.model.saliency`` and ``gazecrop.tools.metrics`` stay light
-to import (``gazecrop.model.images`` reads with the pipeline's decoder, so it imports Beam).
+Keras and TensorFlow are imported on first use, so ``gazecrop.model.saliency`` stays light to import.
+This layer imports the Beam-free core (``gazecrop.decode``) and never Beam (``.importlinter``).
 """
 
 __all__ = ["SaliencyModel", "WeightsError", "load_model"]

@@ -1,4 +1,4 @@
-"""The `gazecrop` command: `gazecrop run|bench|report ...`, `gazecrop help [COMMAND]`, `gazecrop --version`."""
+"""The `gazecrop` command: `gazecrop run|report ...`, `gazecrop help [COMMAND]`, `gazecrop --version`."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ USAGE = """usage: gazecrop COMMAND [options]
 
 commands:
   run      crop images: gazecrop run photos/*.jpg [--output ROOT]; `gazecrop help run` for its options
-  bench    benchmark the pipeline against the model alone (python -m gazecrop.tools.bench)
   report   an HTML report of a run's output root (gazecrop report ROOT)
   help     this text; `gazecrop help COMMAND` for a command's options
 
-gazecrop --version prints the installed version.
+gazecrop --version prints the installed version. Benchmarks and research commands are modules:
+python -m gazecrop.tools.bench (the pipeline against the model alone), gazecrop.tools.train, ...
 """
 
-COMMANDS = ("run", "bench", "report")
+COMMANDS = ("run", "report")
 
 # Exit statuses of `gazecrop run` after which its log is kept and named: the run worked and went wrong
 # (1 failed, 4 too many failures, 130 Ctrl-C). After the others its log holds nothing to act on.
@@ -65,9 +65,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not rest else 2
     if command == "run":
         return run_command(rest)
-    if command == "bench":
-        from gazecrop.tools.bench import main as bench_main
-        return bench_main(rest)
     if command == "report":
         from gazecrop.pipeline.report import main as report_main
         return report_main(rest)
