@@ -31,7 +31,6 @@ def local_args(argv: list[str], cpus: int | None = None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from gazecrop.pipeline.run import main as run_main
     return run_main(local_args(sys.argv[1:] if argv is None else list(argv)))
 
