@@ -16,7 +16,7 @@
 #   the nightly job; needs roles/dataflow.admin and to act as the worker service account),
 #   NIGHTLY_INPUT, NIGHTLY_OUTPUT (the scheduled job's --input and --output).
 #
-# Not run in gazecrop's tests (no Google Cloud access there); see README "Running on Dataflow".
+# Not run in gazecrop's tests (no Google Cloud access there); see docs/dataflow.md.
 set -euo pipefail
 
 DRY="${DRY:-0}"

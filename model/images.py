@@ -1,4 +1,4 @@
-"""Reading images for the model commands, with the pipeline's own decoder (`transforms/decode.py`), so
+"""Reading images for the model commands, with the pipeline's own decoder (`gazecrop.decode`), so
 that training, evaluation and the pipeline see the same pixels."""
 
 from pathlib import Path

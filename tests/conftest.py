@@ -19,7 +19,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "pubsub: talks to Google's Pub/Sub emulator on loopback")
     config.addinivalue_line("markers", "flink: runs on a local Flink engine (Beam's Flink job server, Java)")
     config.addinivalue_line("filterwarnings", "ignore:cannot collect test class 'TestPipeline'")
-    # transforms/decode.py sets Pillow's guard to --max_megapixels and ignores its below-limit warning.
+    # core/decode.py sets Pillow's guard to --max_megapixels and ignores its below-limit warning.
     config.addinivalue_line("filterwarnings", "ignore::PIL.Image.DecompressionBombWarning")
 
 

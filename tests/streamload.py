@@ -1,6 +1,6 @@
 """The streaming load run with a restart (issue 7): every image recorded exactly once.
 
-    python tests/streamload.py --images 2000            # the benchmark (outside CI; figures in README)
+    python tests/streamload.py --images 2000            # the benchmark (outside CI; figures in docs/benchmarks.md)
 
 1. Starts a GCS API server and the Pub/Sub emulator on loopback (tests/servers.py), unless the
    environment already points at them (the test fixtures do).

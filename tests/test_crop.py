@@ -1,4 +1,4 @@
-"""Crop geometry and selection (transforms/crop.py), on plain numpy without Beam."""
+"""Crop geometry and selection (core/search.py, `gazecrop.search`), on plain numpy without Beam."""
 
 import math
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Decode stage (transforms/decode.py) on plain functions, over the fixture images."""
+"""Decoding (core/decode.py, `gazecrop.decode`) on plain functions, over the fixture images."""
 
 from __future__ import annotations
 

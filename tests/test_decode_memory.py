@@ -3,7 +3,7 @@
 A 48-megapixel 16-bit RGBA PNG (a 9-11 MB file) took 1.9 GB over the process's baseline to decode (2.6 GB
 in all): the 8-bytes-per-pixel raw decode, then full-size uint32 and uint16 copies while it was reduced to
 8 bits and composited on white. The
-decode now converts strip by strip (`transforms/decode.py`, "Memory bound" in its docstring), and the
+decode now converts strip by strip (`core/decode.py`, "Memory bound" in its docstring), and the
 size guard counts bytes: an image whose decode would need more than 8 bytes per pixel that
 --max_megapixels allows is refused from its header. Checked here:
 

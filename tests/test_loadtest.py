@@ -1,4 +1,4 @@
-"""`python -m gazecrop.tools.loadtest` (the 20,000-image load benchmark of the README) on a small catalog:
+"""`python -m gazecrop.tools.loadtest` (the 20,000-image load benchmark of docs/benchmarks.md) on a small catalog:
 it accounts for every input, truncated ones included, and reports memory per worker process."""
 
 from __future__ import annotations

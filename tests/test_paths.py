@@ -1,4 +1,4 @@
-"""Output names from hostile input names (transforms/paths.py): property tests, and one pipeline run
+"""Output names from hostile input names (core/paths.py, `gazecrop.paths`): property tests, and one pipeline run
 over real images copied under hostile local names.
 
 The properties, over generated names (`..` segments, `//`, leading `/`, backslashes, unicode in NFC and

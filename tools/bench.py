@@ -1,4 +1,4 @@
-"""`gazecrop bench` / `python -m gazecrop.tools.bench`: the pipeline's throughput against the model's alone.
+"""`python -m gazecrop.tools.bench`: the pipeline's throughput against the model's alone.
 
     python -m gazecrop.tools.bench --images 200 [--model default] [--batch_size 16] [--size 1600x1200]
 
@@ -138,7 +138,7 @@ def time_12mp_decode(directory: str, repeats: int = 5) -> tuple[float, float, tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gazecrop bench", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m gazecrop.tools.bench", description=__doc__.split("\n\n")[0],
                                      allow_abbrev=False)
     parser.add_argument("--images", type=int, default=200, help="number of images (default: %(default)s)")
     parser.add_argument("--model", default="default", help="model to run (default: %(default)s)")

@@ -13,7 +13,7 @@
    `execve`, so a child would report the parent's peak if that was higher).
 3. Prints each peak minus the peak of a baseline child that imports the decode module and reads the
    same file's bytes but decodes nothing, so the figure is the decode's own working memory, beside the
-   bound `transforms/decode.py` states for that image (`ImageHeader.decode_bytes`, from the header).
+   bound `core/decode.py` states for that image (`ImageHeader.decode_bytes`, from the header).
    MB are 10^6 bytes.
 
 Research command: it imports the library and ships to no worker. Figures vary by a few MB between runs
@@ -111,7 +111,7 @@ def child(stage: str, path: str) -> dict:
 
 
 def stated_bound_mb(path: Path) -> float | None:
-    """The decode's memory bound for this file as `transforms/decode.py` states it, in MB (None for a
+    """The decode's memory bound for this file as `core/decode.py` states it, in MB (None for a
     version of the module that states none). Read in this process: Pillow's header read of a PNG
     decodes the whole image to look for EXIF, which would inflate a baseline child."""
     from gazecrop.decode import read_header

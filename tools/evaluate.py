@@ -10,7 +10,7 @@ models are scored side by side, each as a log-density at the stimulus resolution
 - OpenCV-style spectral-residual saliency (Hou & Zhang 2007), made a density by normalising and
   mixing in 5% uniform (only for its information gain; NSS, AUC and CC use the map itself).
 
-Metrics (pysaliency's definitions, see ``model/metrics.py``): information gain over the centre
+Metrics (pysaliency's definitions, see ``tools/metrics.py``): information gain over the centre
 bias (bits per fixation) and NSS averaged over fixations; AUC (Judd) and CC averaged over images.
 CC compares with ``DIR/fixation_maps/<image stem>.jpg`` where present (MIT1003's benchmark maps),
 else with the fixations blurred by a Gaussian of 3.4% of the long side (about one degree).
