@@ -7,14 +7,16 @@ optional, documented terms (``CropConfig``) to the score.
 
 Steps of ``choose_crops`` (each a small function below):
 
-1. ``_densities``      log-density (B, h, w) -> normalised density, and its summed-area table (SAT).
-2. ``window_sizes``    per image, ratio and scale: the largest window of the ratio that fits the source.
-3. ``_axis_positions`` per window: a grid of candidate offsets on each axis (ends, centre, focus bounds).
-4. ``_score``          every candidate's mass, read from the SAT interpolated to source pixels, minus
-                       the optional penalties.
-5. ``_pick``           the best candidate, ties toward the image centre; then refinement on finer
-                       grids around it down to the pixel; for ``candidates > 1`` the next best that
-                       overlaps at most ``candidate_overlap`` with those already taken, and so on.
+1. ``_densities``       log-density (B, h, w) -> normalised density, and its summed-area tables (``_Tables``).
+2. ``window_sizes``     per image, ratio and scale: the largest window of the ratio that fits the source.
+3. ``_candidate_grid``  per window: a grid of candidate offsets on each axis (``_axis_positions``: ends,
+                        centre; within the ``_focus_bounds``), every pair of them a candidate.
+4. ``_score``           every candidate's mass, read from the SAT interpolated to source pixels, minus
+                        the optional penalties.
+5. ``_next_rank``       per rank: the best candidate (``_pick``, ties toward the image centre) among
+                        those overlapping at most ``candidate_overlap`` with better ranks (``_suppress``),
+                        then ``_refine``d on finer grids around it down to the pixel.
+6. ``_crops_of``        the chosen windows as ``Crop``s, later ranks sorted by score.
 
 Everything is numpy over the batch, the ratios, the scales and the candidate positions; Python
 loops only run over ranks (``candidates``), refinement passes (one or two) and, to build the
@@ -30,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -453,6 +455,178 @@ def _iou(ax, ay, aw, ah, bx, by, bw, bh):
     return inter / (aw * ah + bw * bh - inter)
 
 
+# ----------------------------------------------------------------------------------------------
+# The search, step by step
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Grid:
+    """The coarse candidates of a batch (steps 2 and 3): every scale's windows at every offset pair,
+    flattened per image and ratio to (B, R, N) with N = scales x (P + 1)^2."""
+
+    x: np.ndarray               # (B, R, N) candidate windows [x, x + width) x [y, y + height)
+    y: np.ndarray
+    width: np.ndarray
+    height: np.ndarray
+    scale_index: np.ndarray     # (N,) the scale of each candidate
+    lo_x: np.ndarray            # (B, R, S) allowed offsets of each scale's window (focus bounds)
+    hi_x: np.ndarray
+    lo_y: np.ndarray
+    hi_y: np.ndarray
+    step_x: np.ndarray          # (B, R, S) coarse grid spacing: the first refinement's half-range
+    step_y: np.ndarray
+    source_width: np.ndarray    # (B, 1, 1)
+    source_height: np.ndarray
+    largest_area: np.ndarray    # (B, R, 1) float: the scale-1 window's area (area_weight's unit)
+
+
+class _Window(NamedTuple):
+    """One rank's chosen window per image and ratio, (B, R) arrays; ``valid`` False where none is left."""
+
+    x: np.ndarray
+    y: np.ndarray
+    width: np.ndarray
+    height: np.ndarray
+    valid: np.ndarray
+    kept: np.ndarray
+    score: np.ndarray
+
+
+def _check_inputs(log_density, source_sizes, focus):
+    """The arguments of ``choose_crops`` as (log_density (B, h, w), sizes (B, 2) int64, B foci or None)."""
+    log_density = np.asarray(log_density)
+    if log_density.ndim == 2:
+        log_density = log_density[None]
+    if log_density.ndim != 3 or log_density.shape[1] < 1 or log_density.shape[2] < 1:
+        raise ValueError(f"log_density must be (B, h, w). Received shape {log_density.shape}")
+    b = log_density.shape[0]
+    sizes = np.asarray(source_sizes, dtype=np.int64).reshape(-1, 2)
+    if sizes.shape[0] != b:
+        raise ValueError(f"{b} maps but {sizes.shape[0]} source sizes")
+    if (sizes < 1).any():
+        raise ValueError(f"source sizes must be positive. Received: {sizes.tolist()}")
+    focus = [None] * b if focus is None else [Focus.coerce(f) for f in focus]
+    if len(focus) != b:
+        raise ValueError(f"{b} maps but {len(focus)} focus entries")
+    return log_density, sizes, focus
+
+
+def _offset_pairs(px, py):
+    """Every pair of an x offset and a y offset: (B, R, ..., P) each -> (B, R, everything else) each."""
+    n = px.shape[-1]
+    b, r = px.shape[:2]
+    x = np.broadcast_to(px[..., :, None], px.shape + (n,)).reshape(b, r, -1)
+    y = np.broadcast_to(py[..., None, :], py.shape[:-1] + (n, n)).reshape(b, r, -1)
+    return x, y
+
+
+def _candidate_grid(sizes, config: CropConfig, focus: Sequence[Optional[Focus]]) -> _Grid:
+    """Steps 2 and 3: each ratio's windows (``window_sizes``), and the coarse grid of their offsets
+    (``_axis_positions`` within the ``_focus_bounds``)."""
+    windows = window_sizes(sizes, config.aspect_ratios, config.scales, config.exact_ratio_slack)  # (B, R, S, 2)
+    cw, ch = windows[..., 0], windows[..., 1]
+    b, n_ratio, n_scale = cw.shape
+    width = sizes[:, 0].reshape(-1, 1, 1)
+    height = sizes[:, 1].reshape(-1, 1, 1)
+    lo_x, hi_x = _focus_bounds([None if f is None else (f.x, f.width) for f in focus], sizes[:, 0], cw)
+    lo_y, hi_y = _focus_bounds([None if f is None else (f.y, f.height) for f in focus], sizes[:, 1], ch)
+    px = _axis_positions(lo_x, hi_x, (width - cw) // 2, config.positions)    # (B, R, S, P)
+    py = _axis_positions(lo_y, hi_y, (height - ch) // 2, config.positions)
+    gx, gy = _offset_pairs(px, py)
+    n = px.shape[-1]
+    gw = np.broadcast_to(cw[..., None, None], cw.shape + (n, n)).reshape(b, n_ratio, -1)
+    gh = np.broadcast_to(ch[..., None, None], ch.shape + (n, n)).reshape(b, n_ratio, -1)
+    return _Grid(
+        x=gx, y=gy, width=gw, height=gh,
+        scale_index=np.broadcast_to(np.arange(n_scale)[:, None, None], (n_scale, n, n)).reshape(-1),
+        lo_x=lo_x, hi_x=hi_x, lo_y=lo_y, hi_y=hi_y,
+        step_x=np.ceil((hi_x - lo_x) / (config.positions - 1)).astype(np.int64),
+        step_y=np.ceil((hi_y - lo_y) / (config.positions - 1)).astype(np.int64),
+        source_width=width, source_height=height,
+        largest_area=(cw[..., :1] * ch[..., :1]).astype(np.float64))
+
+
+def _suppress(score, x, y, width, height, taken: Sequence[_Window], max_overlap: float):
+    """``score`` with -inf for every candidate overlapping (IoU > ``max_overlap``) a better rank's window."""
+    for t in taken:
+        overlap = _iou(x, y, width, height,
+                       t.x[..., None], t.y[..., None], t.width[..., None], t.height[..., None])
+        score = np.where(t.valid[..., None] & (overlap > max_overlap), -np.inf, score)
+    return score
+
+
+def _next_rank(tables: _Tables, config: CropConfig, grid: _Grid, score, taken: Sequence[_Window]) -> _Window:
+    """Step 5 for one rank: the best coarse candidate left (``_pick`` over the ``score`` of the grid,
+    better ranks' windows suppressed), then ``_refine``d."""
+    live = _suppress(score, grid.x, grid.y, grid.width, grid.height, taken, config.candidate_overlap)
+    index, valid = _pick(live, grid.x, grid.y, grid.width, grid.height, grid.source_width,
+                         grid.source_height, config.tie_tolerance)
+    rows, cols = np.arange(index.shape[0])[:, None], np.arange(index.shape[1])[None, :]
+    sel = (rows, cols, index)
+    at_scale = (rows, cols, grid.scale_index[index])                          # (B, R) of the winner's scale
+    start = _Window(x=grid.x[sel], y=grid.y[sel], width=grid.width[sel], height=grid.height[sel],
+                    valid=valid, kept=None, score=None)
+    bounds = (grid.lo_x[at_scale], grid.hi_x[at_scale], grid.lo_y[at_scale], grid.hi_y[at_scale])
+    return _refine(tables, config, grid, start, bounds, (grid.step_x[at_scale], grid.step_y[at_scale]),
+                   taken)
+
+
+def _refine(tables: _Tables, config: CropConfig, grid: _Grid, window: _Window, bounds, steps,
+            taken: Sequence[_Window]) -> _Window:
+    """The coarse winner moved on ever finer grids around it, same window size, until the step is
+    one pixel (one pass for sources of up to ~1000 px of play; a few for panoramas).
+
+    ``bounds`` (lo_x, hi_x, lo_y, hi_y) and ``steps`` (step_x, step_y) are (B, R) arrays for the
+    winner's scale. The current winner is in each grid (its last entry), so refinement never loses score.
+    """
+    lo_x, hi_x, lo_y, hi_y = bounds
+    sx, sy = steps
+    w, h = window.width[..., None], window.height[..., None]
+    rows, cols = np.arange(w.shape[0])[:, None], np.arange(w.shape[1])[None, :]
+    while True:
+        rx = _axis_positions(np.maximum(window.x - sx, lo_x), np.minimum(window.x + sx, hi_x), window.x,
+                             config.positions)
+        ry = _axis_positions(np.maximum(window.y - sy, lo_y), np.minimum(window.y + sy, hi_y), window.y,
+                             config.positions)
+        fx, fy = _offset_pairs(rx, ry)
+        score, kept = _score(tables, config, fx, fy, w, h, grid.largest_area)
+        score = _suppress(score, fx, fy, w, h, taken, config.candidate_overlap)
+        index, _ = _pick(score, fx, fy, w, h, grid.source_width, grid.source_height, config.tie_tolerance)
+        sel = (rows, cols, index)
+        window = window._replace(x=fx[sel], y=fy[sel], kept=kept[sel], score=score[sel])
+        sx = np.ceil(2 * sx / (config.positions - 1)).astype(np.int64)
+        sy = np.ceil(2 * sy / (config.positions - 1)).astype(np.int64)
+        if not ((sx > 1).any() or (sy > 1).any()):
+            return window
+
+
+def _crops_of(ranks: Sequence[_Window], labels: Sequence[str]) -> list[list[Crop]]:
+    """Step 6: the chosen windows as ``Crop``s, per image by ratio then rank.
+
+    Refinement can reorder the later ranks by a hair: they are sorted by score, keeping rank 0 the
+    window that candidates=1 gives (asking for more candidates never changes the main crop).
+    """
+    b = ranks[0].valid.shape[0]
+    out: list[list[list[Crop]]] = [[[] for _ in labels] for _ in range(b)]
+    for rank, window in enumerate(ranks):
+        for i in range(b):
+            for r, label in enumerate(labels):
+                if window.valid[i, r]:
+                    out[i][r].append(Crop(
+                        aspect_ratio=label, x=int(window.x[i, r]), y=int(window.y[i, r]),
+                        width=int(window.width[i, r]), height=int(window.height[i, r]),
+                        saliency_kept=float(np.clip(window.kept[i, r], 0.0, 1.0)), rank=rank,
+                        score=float(window.score[i, r])))
+    result = []
+    for image in out:
+        crops = []
+        for per_ratio in image:
+            later = sorted(per_ratio[1:], key=lambda c: -c.score)
+            crops += per_ratio[:1] + [dataclasses.replace(c, rank=i + 1) for i, c in enumerate(later)]
+        result.append(crops)
+    return result
+
+
 def choose_crops(log_density, source_sizes, config: CropConfig = CropConfig(), *,
                  focus: Optional[Sequence[FocusLike]] = None) -> list[list[Crop]]:
     """Chooses the crops of a batch: per image, ``Crop``s for every ratio (ranks 0.. after each other).
@@ -468,111 +642,16 @@ def choose_crops(log_density, source_sizes, config: CropConfig = CropConfig(), *
       One list per image, in ``config.aspect_ratios`` order and by rank within a ratio; each ratio
       has rank 0, and up to ``config.candidates`` ranks.
     """
-    log_density = np.asarray(log_density)
-    if log_density.ndim == 2:
-        log_density = log_density[None]
-    if log_density.ndim != 3 or log_density.shape[1] < 1 or log_density.shape[2] < 1:
-        raise ValueError(f"log_density must be (B, h, w). Received shape {log_density.shape}")
-    b = log_density.shape[0]
-    sizes = np.asarray(source_sizes, dtype=np.int64).reshape(-1, 2)
-    if sizes.shape[0] != b:
-        raise ValueError(f"{b} maps but {sizes.shape[0]} source sizes")
-    if (sizes < 1).any():
-        raise ValueError(f"source sizes must be positive. Received: {sizes.tolist()}")
-    focus = [None] * b if focus is None else [Focus.coerce(f) for f in focus]
-    if len(focus) != b:
-        raise ValueError(f"{b} maps but {len(focus)} focus entries")
-    if b == 0:
+    log_density, sizes, focus = _check_inputs(log_density, source_sizes, focus)
+    if len(sizes) == 0:
         return []
-
-    ratios = config.aspect_ratios
-    n_ratio = len(ratios)
-    labels = [ratio_label(r) for r in ratios]
-    scales = config.scales
-    windows = window_sizes(sizes, ratios, scales, config.exact_ratio_slack)   # (B, R, S, 2)
-    cw, ch = windows[..., 0], windows[..., 1]
-    largest_area = (cw[..., :1] * ch[..., :1]).astype(np.float64)             # (B, R, 1)
-    width = sizes[:, 0].reshape(-1, 1, 1)
-    height = sizes[:, 1].reshape(-1, 1, 1)
-
     tables = _Tables(_densities(log_density), sizes, moments=config.composition_weight > 0)
-
-    # Coarse grid: (B, R, S, Px, Py) -> (B, R, S*Px*Py).
-    lo_x, hi_x = _focus_bounds([None if f is None else (f.x, f.width) for f in focus], sizes[:, 0], cw)
-    lo_y, hi_y = _focus_bounds([None if f is None else (f.y, f.height) for f in focus], sizes[:, 1], ch)
-    px = _axis_positions(lo_x, hi_x, (width - cw) // 2, config.positions)    # (B, R, S, P)
-    py = _axis_positions(lo_y, hi_y, (height - ch) // 2, config.positions)
-    n = px.shape[-1]
-    gx = np.broadcast_to(px[..., :, None], px.shape + (n,)).reshape(b, n_ratio, -1)
-    gy = np.broadcast_to(py[..., None, :], py.shape[:-1] + (n, n)).reshape(b, n_ratio, -1)
-    gw = np.broadcast_to(cw[..., None, None], cw.shape + (n, n)).reshape(b, n_ratio, -1)
-    gh = np.broadcast_to(ch[..., None, None], ch.shape + (n, n)).reshape(b, n_ratio, -1)
-    scale_index = np.broadcast_to(np.arange(len(scales))[:, None, None], (len(scales), n, n)).reshape(-1)
-    score, _ = _score(tables, config, gx, gy, gw, gh, largest_area)
-    step_x = np.ceil((hi_x - lo_x) / (config.positions - 1)).astype(np.int64)  # (B, R, S)
-    step_y = np.ceil((hi_y - lo_y) / (config.positions - 1)).astype(np.int64)
-
-    out: list[list[list[Crop]]] = [[[] for _ in range(n_ratio)] for _ in range(b)]
-    taken: list[tuple[np.ndarray, ...]] = []
-    rows = np.arange(b)[:, None]
-    cols = np.arange(n_ratio)[None, :]
-    for rank in range(int(config.candidates)):
-        live = score.copy()
-        for tx, ty, tw, th, tvalid in taken:   # suppress windows overlapping better ranks
-            overlap = _iou(gx, gy, gw, gh, tx[..., None], ty[..., None], tw[..., None], th[..., None])
-            live = np.where(tvalid[..., None] & (overlap > config.candidate_overlap), -np.inf, live)
-        index, valid = _pick(live, gx, gy, gw, gh, width, height, config.tie_tolerance)
-        sel = (rows, cols, index)
-        s_i = scale_index[index]                                              # (B, R)
-        # Refinement around the coarse winner, same window size, on ever finer grids until the
-        # step is one pixel (one pass for sources of up to ~1000 px of play; a few for panoramas).
-        cx, cy = gx[sel], gy[sel]
-        wx, wy = gw[sel], gh[sel]
-        sx = step_x[rows, cols, s_i]
-        sy = step_y[rows, cols, s_i]
-        kept = sc = None
-        while kept is None or (sx > 1).any() or (sy > 1).any():
-            rx = _axis_positions(np.maximum(cx - sx, lo_x[rows, cols, s_i]),
-                                 np.minimum(cx + sx, hi_x[rows, cols, s_i]), cx, config.positions)
-            ry = _axis_positions(np.maximum(cy - sy, lo_y[rows, cols, s_i]),
-                                 np.minimum(cy + sy, hi_y[rows, cols, s_i]), cy, config.positions)
-            m = rx.shape[-1]
-            fx = np.broadcast_to(rx[..., :, None], rx.shape + (m,)).reshape(b, n_ratio, -1)
-            fy = np.broadcast_to(ry[..., None, :], ry.shape[:-1] + (m, m)).reshape(b, n_ratio, -1)
-            fine_score, fine_kept = _score(tables, config, fx, fy, wx[..., None], wy[..., None],
-                                           largest_area)
-            for tx, ty, tw, th, tvalid in taken:
-                overlap = _iou(fx, fy, wx[..., None], wy[..., None],
-                               tx[..., None], ty[..., None], tw[..., None], th[..., None])
-                fine_score = np.where(tvalid[..., None] & (overlap > config.candidate_overlap),
-                                      -np.inf, fine_score)
-            # The current winner is in the grid (its last entry), so refinement never loses score.
-            f_index, _ = _pick(fine_score, fx, fy, wx[..., None], wy[..., None], width, height,
-                               config.tie_tolerance)
-            fsel = (rows, cols, f_index)
-            cx, cy = fx[fsel], fy[fsel]
-            kept, sc = fine_kept[fsel], fine_score[fsel]
-            sx = np.ceil(2 * sx / (config.positions - 1)).astype(np.int64)
-            sy = np.ceil(2 * sy / (config.positions - 1)).astype(np.int64)
-        taken.append((cx, cy, wx, wy, valid))
-        for i in range(b):
-            for r in range(n_ratio):
-                if valid[i, r]:
-                    out[i][r].append(Crop(
-                        aspect_ratio=labels[r], x=int(cx[i, r]), y=int(cy[i, r]),
-                        width=int(wx[i, r]), height=int(wy[i, r]),
-                        saliency_kept=float(np.clip(kept[i, r], 0.0, 1.0)), rank=rank,
-                        score=float(sc[i, r])))
-    # Refinement can reorder the later ranks by a hair: sort them, keeping rank 0 the window that
-    # candidates=1 gives (asking for more candidates never changes the main crop).
-    result = []
-    for image in out:
-        crops = []
-        for per_ratio in image:
-            later = sorted(per_ratio[1:], key=lambda c: -c.score)
-            crops += per_ratio[:1] + [dataclasses.replace(c, rank=i + 1) for i, c in enumerate(later)]
-        result.append(crops)
-    return result
+    grid = _candidate_grid(sizes, config, focus)
+    score, _ = _score(tables, config, grid.x, grid.y, grid.width, grid.height, grid.largest_area)
+    ranks: list[_Window] = []
+    for _ in range(int(config.candidates)):
+        ranks.append(_next_rank(tables, config, grid, score, ranks))
+    return _crops_of(ranks, [ratio_label(r) for r in config.aspect_ratios])
 
 
 def focal_point(log_density, source_size) -> tuple[int, int]:

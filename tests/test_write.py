@@ -190,6 +190,16 @@ def test_metadata_rows_have_the_metadata_schema_columns(tmp_path):
     assert METADATA_SCHEMA.field("rank").type == "int32"
 
 
+def test_a_metadata_row_missing_or_adding_a_column_is_refused():
+    from gazecrop.transforms.metadata import METADATA_SCHEMA, metadata_row
+    full = {name: None for name in reversed(METADATA_SCHEMA.names)}
+    assert list(metadata_row(full)) == METADATA_SCHEMA.names
+    with pytest.raises(ValueError, match=r"missing \['rank'\], unknown \[\]"):
+        metadata_row({k: v for k, v in full.items() if k != "rank"})
+    with pytest.raises(ValueError, match=r"missing \[\], unknown \['crop_area'\]"):
+        metadata_row({**full, "crop_area": 1})
+
+
 def test_error_row_has_the_errors_schema_columns():
     row = error_row("/x", "decode", "E", "m", datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc))
     assert list(row) == ERRORS_SCHEMA.names

@@ -31,7 +31,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import cv2
 import numpy as np
@@ -226,87 +226,127 @@ def read_focus(path) -> dict:
     return read_focus_table(str(path), key="image")
 
 
+class _Stimulus(NamedTuple):
+    """One image of the dataset as every method sees it."""
+    name: str
+    rgb: np.ndarray
+    width: int
+    height: int
+    rows: np.ndarray         # fixated pixels
+    cols: np.ndarray
+    windows: np.ndarray      # (R, 2): the largest window of each ratio
+
+
+def read_stimulus(dataset: Path, name, fixations, ratios) -> _Stimulus:
+    """The image ``name`` of ``dataset``, its fixations in its pixels and its largest windows."""
+    if name not in fixations:
+        raise ValueError(f"image {name!r} has no fixations in {dataset / 'fixations.csv'}")
+    rgb = read_image_rgb(dataset / "stimuli" / name)
+    height, width = rgb.shape[:2]
+    rows, cols = fixations[name].int_coords(height, width)
+    windows = window_sizes([(width, height)], ratios)[0, :, 0]          # (R, 2)
+    return _Stimulus(name, rgb, width, height, rows, cols, windows)
+
+
+class _Tally:
+    """The shares and seconds of each method, image by image, and the predictor's counters at the start
+    (its model time and predictions are counted from there)."""
+
+    def __init__(self, active, predictor: Optional[Predictor], any_rank: bool):
+        self.shares = {m: [] for m in active}
+        self.seconds = {m: 0.0 for m in active}
+        if any_rank:
+            self.shares["gazecrop-any-rank"] = []
+            self.seconds["gazecrop-any-rank"] = 0.0
+        self.predictor = predictor
+        self.model_seconds_before = predictor.seconds if predictor is not None else 0.0
+        self.computed_before = predictor.computed if predictor is not None else 0
+        self.names = []
+
+    def result(self, ratios, skipped) -> Result:
+        predictor, used = self.predictor, self.names
+        if predictor is not None:
+            self.seconds["gazecrop"] += predictor.seconds - self.model_seconds_before
+        return Result(ratios=ratios, names=used,
+                      shares={m: np.asarray(v, dtype=np.float64).reshape(len(used), len(ratios))
+                              for m, v in self.shares.items()},
+                      seconds=self.seconds, skipped=skipped,
+                      model_version=predictor.model.version if predictor else "",
+                      predicted=predictor.computed - self.computed_before if predictor else 0)
+
+
 def evaluate(dataset, names, config: CropConfig, *, methods=METHODS, model="default",
              cache_dir=None, focus=None, log=None) -> Result:
     """Runs every method on every image; see the module docstring.
 
     ``model`` is a ``load_model`` name or path, or a ``Predictor`` (reused across calls when trying
-    crop options); ``focus`` is None, {image name: Focus} or ``FIXATION_PEAK``.
+    crop options); ``focus`` is None, {image name: Focus} or ``FIXATION_PEAK``. Steps per image:
+    ``read_stimulus``, then ``gazecrop_crops`` or ``baseline_boxes`` per method, scored by ``fixation_share``.
     """
     dataset = Path(dataset)
     fixations = read_fixations(dataset)
-    ratios = config.aspect_ratios
     skipped = {m: why for m in methods if (why := available(m))}
     active = [m for m in methods if m not in skipped]
     predictor = None
     if "gazecrop" in active:
         predictor = model if isinstance(model, Predictor) else Predictor(model, cache_dir)
-    shares = {m: [] for m in active}
-    seconds = {m: 0.0 for m in active}
-    if "gazecrop" in active and config.candidates > 1:
-        shares["gazecrop-any-rank"] = []
-        seconds["gazecrop-any-rank"] = 0.0
-    spectral_config = CropConfig(aspect_ratios=ratios)
-    model_seconds_before = predictor.seconds if predictor is not None else 0.0
-    computed_before = predictor.computed if predictor is not None else 0
-    used = []
+    tally = _Tally(active, predictor, any_rank="gazecrop" in active and config.candidates > 1)
+    spectral_config = CropConfig(aspect_ratios=config.aspect_ratios)
     for i, name in enumerate(names):
-        if name not in fixations:
-            raise ValueError(f"image {name!r} has no fixations in {dataset / 'fixations.csv'}")
-        rgb = read_image_rgb(dataset / "stimuli" / name)
-        height, width = rgb.shape[:2]
-        rows, cols = fixations[name].int_coords(height, width)
-        windows = window_sizes([(width, height)], ratios)[0, :, 0]          # (R, 2)
-        used.append(name)
+        image = read_stimulus(dataset, name, fixations, config.aspect_ratios)
+        tally.names.append(name)
         for method in active:
-            start = time.perf_counter()
             if method == "gazecrop":
-                log_density = predictor(name, rgb)
-                t0 = time.perf_counter()
-                if focus == FIXATION_PEAK:
-                    hint = fixation_peak(rows, cols, width, height)
-                else:
-                    hint = None if focus is None else focus.get(name)
-                crops = choose_crops(log_density[None], [(width, height)], config, focus=[hint])[0]
-                seconds[method] += time.perf_counter() - t0
-                best = [c for c in crops if c.rank == 0]
-                boxes = [(c.x, c.y, c.width, c.height) for c in best]
-                if "gazecrop-any-rank" in shares:
-                    any_rank = []
-                    for label in (ratio_label(r) for r in ratios):
-                        cand = [(c.x, c.y, c.width, c.height) for c in crops if c.aspect_ratio == label]
-                        any_rank.append(fixation_share(rows, cols, cand).max())
-                    shares["gazecrop-any-rank"].append(any_rank)
-                shares[method].append(fixation_share(rows, cols, boxes))
+                gazecrop_crops(image, predictor, config, focus, tally)
                 continue
-            if method == "centre":
-                boxes = centre_boxes(width, height, windows)
-            elif method == "best":
-                boxes = best_boxes(rows, cols, width, height, windows)
-            elif method == "smartcrop":
-                boxes = smartcrop_boxes(rgb, windows)
-            elif method == "vips-attention":
-                boxes = vips_boxes(rgb, windows, "attention")
-            elif method == "vips-entropy":
-                boxes = vips_boxes(rgb, windows, "entropy")
-            elif method == "spectral-residual":
-                crops = choose_crops(spectral_residual_log_density(rgb)[None], [(width, height)],
-                                     spectral_config)[0]
-                boxes = [(c.x, c.y, c.width, c.height) for c in crops]
-            else:
-                raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-            seconds[method] += time.perf_counter() - start
-            shares[method].append(fixation_share(rows, cols, boxes))
+            start = time.perf_counter()
+            boxes = baseline_boxes(method, image, spectral_config)
+            tally.seconds[method] += time.perf_counter() - start
+            tally.shares[method].append(fixation_share(image.rows, image.cols, boxes))
         if log and (i + 1) % 20 == 0:
             log(f"  {i + 1}/{len(names)} images")
-    if predictor is not None:
-        seconds["gazecrop"] += predictor.seconds - model_seconds_before
-    return Result(ratios=ratios, names=used,
-                  shares={m: np.asarray(v, dtype=np.float64).reshape(len(used), len(ratios))
-                          for m, v in shares.items()},
-                  seconds=seconds, skipped=skipped,
-                  model_version=predictor.model.version if predictor else "",
-                  predicted=predictor.computed - computed_before if predictor else 0)
+    return tally.result(config.aspect_ratios, skipped)
+
+
+def gazecrop_crops(image: _Stimulus, predictor: Predictor, config: CropConfig, focus, tally: _Tally) -> None:
+    """The model's crops of one image, scored into ``tally``: the share of the main crops (rank 0), and with
+    ``candidates > 1`` the best rank's share per ratio (``gazecrop-any-rank``). Timed: the crop search
+    here, the model in ``Predictor``."""
+    log_density = predictor(image.name, image.rgb)
+    t0 = time.perf_counter()
+    if focus == FIXATION_PEAK:
+        hint = fixation_peak(image.rows, image.cols, image.width, image.height)
+    else:
+        hint = None if focus is None else focus.get(image.name)
+    crops = choose_crops(log_density[None], [(image.width, image.height)], config, focus=[hint])[0]
+    tally.seconds["gazecrop"] += time.perf_counter() - t0
+    boxes = [(c.x, c.y, c.width, c.height) for c in crops if c.rank == 0]
+    if "gazecrop-any-rank" in tally.shares:
+        any_rank = []
+        for label in (ratio_label(r) for r in config.aspect_ratios):
+            cand = [(c.x, c.y, c.width, c.height) for c in crops if c.aspect_ratio == label]
+            any_rank.append(fixation_share(image.rows, image.cols, cand).max())
+        tally.shares["gazecrop-any-rank"].append(any_rank)
+    tally.shares["gazecrop"].append(fixation_share(image.rows, image.cols, boxes))
+
+
+def baseline_boxes(method, image: _Stimulus, spectral_config: CropConfig):
+    """The boxes (one per ratio) a method other than gazecrop chooses for one image."""
+    if method == "centre":
+        return centre_boxes(image.width, image.height, image.windows)
+    if method == "best":
+        return best_boxes(image.rows, image.cols, image.width, image.height, image.windows)
+    if method == "smartcrop":
+        return smartcrop_boxes(image.rgb, image.windows)
+    if method == "vips-attention":
+        return vips_boxes(image.rgb, image.windows, "attention")
+    if method == "vips-entropy":
+        return vips_boxes(image.rgb, image.windows, "entropy")
+    if method == "spectral-residual":
+        crops = choose_crops(spectral_residual_log_density(image.rgb)[None], [(image.width, image.height)],
+                             spectral_config)[0]
+        return [(c.x, c.y, c.width, c.height) for c in crops]
+    raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
 
 
 def with_model_rows(result: Result, spec: str, other: Optional[Result] = None) -> Result:
@@ -408,41 +448,23 @@ def fixation_peak(rows, cols, width, height, sigma_fraction=0.05) -> Focus:
 
 
 def main(argv=None) -> int:
+    """Steps: ``crop_config`` and ``image_names`` from the arguments -> ``evaluate_models`` ->
+    ``summarise`` -> the table printed (and the ``--json`` file)."""
     args = _parser().parse_args(argv)
-    ratios = parse_aspect_ratios(args.ratios)
-    config = CropConfig(aspect_ratios=ratios, min_scale=args.min_scale, scale_step=args.scale_step,
-                        area_weight=args.area_weight, candidates=args.candidates,
-                        candidate_overlap=args.candidate_overlap, border_weight=args.border_weight,
-                        border_band=args.border_band, composition_weight=args.composition_weight,
-                        tie_tolerance=args.tie_tolerance)
+    config = crop_config(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; expected some of {','.join(METHODS)}")
     dataset = Path(args.dataset)
-    if args.images:
-        names = read_image_list(args.images)
-    else:
-        names = sorted(read_fixations(dataset))
-    if args.limit:
-        names = names[:args.limit]
+    names = image_names(args, dataset)
     focus = read_focus(args.focus) if args.focus else None
     if args.focus_from_fixations:
         focus = FIXATION_PEAK
     cache = None if args.no_cache else (Path(args.cache) if args.cache else default_cache_dir())
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     start = time.perf_counter()
     specs = args.model or ["default"]
-    result = evaluate(dataset, names, config, methods=methods, model=specs[0], cache_dir=cache,
-                      focus=focus, log=log)
-    versions = [f"{specs[0]} {result.model_version}"]
-    if len(specs) > 1 and "gazecrop" in methods:
-        result = with_model_rows(result, specs[0])
-        for spec in specs[1:]:
-            other = evaluate(dataset, names, config, methods=("gazecrop",), model=spec,
-                             cache_dir=cache, focus=focus, log=log)
-            result = with_model_rows(result, spec, other)
-            versions.append(f"{spec} {other.model_version}")
+    result, versions = evaluate_models(dataset, names, config, methods, specs, cache, focus)
     summary = summarise(result)
     print(f"dataset {dataset} ({len(result.names)} images), model {', '.join(versions)}, {config}")
     print("share of fixations kept per ratio, mean; gain = (method - centre) / (best - centre)")
@@ -459,6 +481,43 @@ def main(argv=None) -> int:
             "shares": {m: v.tolist() for m, v in result.shares.items()},
             "summary": summary, "skipped": result.skipped}, indent=1, default=str))
     return 0
+
+
+def crop_config(args) -> CropConfig:
+    """The ``CropConfig`` the command line asks for."""
+    return CropConfig(aspect_ratios=parse_aspect_ratios(args.ratios), min_scale=args.min_scale,
+                      scale_step=args.scale_step, area_weight=args.area_weight, candidates=args.candidates,
+                      candidate_overlap=args.candidate_overlap, border_weight=args.border_weight,
+                      border_band=args.border_band, composition_weight=args.composition_weight,
+                      tie_tolerance=args.tie_tolerance)
+
+
+def image_names(args, dataset: Path) -> list:
+    """``--images`` (or every image with fixations), cut to ``--limit``."""
+    if args.images:
+        names = read_image_list(args.images)
+    else:
+        names = sorted(read_fixations(dataset))
+    if args.limit:
+        names = names[:args.limit]
+    return names
+
+
+def evaluate_models(dataset, names, config, methods, specs, cache, focus):
+    """Every method with the first ``--model``, then the gazecrop method with each further model, one
+    ``gazecrop (<model>)`` row each. Returns the result and ``"<spec> <version>"`` per model."""
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    result = evaluate(dataset, names, config, methods=methods, model=specs[0], cache_dir=cache,
+                      focus=focus, log=log)
+    versions = [f"{specs[0]} {result.model_version}"]
+    if len(specs) > 1 and "gazecrop" in methods:
+        result = with_model_rows(result, specs[0])
+        for spec in specs[1:]:
+            other = evaluate(dataset, names, config, methods=("gazecrop",), model=spec,
+                             cache_dir=cache, focus=focus, log=log)
+            result = with_model_rows(result, spec, other)
+            versions.append(f"{spec} {other.model_version}")
+    return result, versions
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -144,13 +145,51 @@ def val_report(head, samples, fixations, sizes, prior, dataset_dir, *, batch_siz
             "AUC": float(np.mean(auc)), "CC": float(np.mean(cc))}
 
 
+class TrainingData(NamedTuple):
+    """What ``load_data`` gathers: the splits, their fixations and stimulus sizes, and the samples."""
+    train_names: list
+    val_names: list
+    fixations: dict
+    sizes: dict
+    train_samples: list
+    val_samples: list
+
+
 def train(args, log=print):
+    """Steps: ``load_data`` -> ``choose_centre_bias`` -> ``build_head`` -> ``fit`` (``train_epoch``,
+    ``val_log_likelihood`` per epoch) -> ``val_report`` -> ``save_model``. Returns the best epoch's
+    ``(val LL, epoch, layer weights)``."""
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()
-    rng = np.random.default_rng(args.seed)
+    data = load_data(args, log)
+    cb_ll, bandwidth, prior = choose_centre_bias(data.train_names, data.val_samples, data.fixations,
+                                                 data.sizes, args.centre_bias_grid, log)
+    head, config = build_head(args, data.train_samples, prior)
+    log(f"centre bias alone: val log-likelihood {cb_ll:.4f} bits/fixation "
+        f"(bandwidth {bandwidth})")
+    best = fit(head, args, data, cb_ll, log)
+    log(f"best epoch {best[1]}: val LL {best[0]:.4f}, IG over centre bias {best[0] - cb_ll:+.4f} "
+        f"bits/fixation (model resolution)")
+    report = val_report(head, data.val_samples, data.fixations, data.sizes, prior, args.dataset)
+    log("val at stimulus resolution: " + "  ".join(f"{k} {v:.4f}" for k, v in report.items()))
+    save_model(head, config, args, {
+        "best_epoch": best[1], "val_ll_bits": round(best[0], 5),
+        "val_ig_model_res_bits": round(best[0] - cb_ll, 5),
+        "val_stimulus_res": {k: round(v, 5) for k, v in report.items()},
+        "blur_sigma_px": float(np.exp(head.get_layer("blur").log_sigma.numpy())),
+        "centre_bias_weight": float(head.get_layer("centre_bias").weight.numpy()),
+        "centre_bias_bandwidth": bandwidth, "train_images": len(data.train_names),
+        "flips": bool(args.flips), "command": "python -m gazecrop.tools.train " + " ".join(args.argv)})
+    log(f"wrote {args.output}")
+    return best
+
+
+def load_data(args, log) -> TrainingData:
+    """The train and val splits (train cut to ``--max-train``), their body features (computed into the
+    cache where missing), fixations and sizes, as ``Sample``s (train mirrored too with ``--flips``)."""
     features = tuple(args.features)
     cache = FeatureCache(args.cache_dir, backbone=args.backbone, short_side=args.short_side)
     train_names = read_split(args.dataset, "train")
@@ -167,10 +206,14 @@ def train(args, log=print):
     val_samples = make_samples(cache, val_names, fixations, sizes, features, flips=False)
     log(f"{len(train_samples)} training samples ({len(train_names)} images"
         f"{', mirrored too' if args.flips else ''}), {len(val_samples)} val images")
+    return TrainingData(train_names, val_names, fixations, sizes, train_samples, val_samples)
 
-    cb_ll, bandwidth, prior = choose_centre_bias(train_names, val_samples, fixations, sizes,
-                                                 args.centre_bias_grid, log)
-    config = {"body": "vgg16", "backbone": args.backbone, "features": list(features),
+
+def build_head(args, train_samples, prior):
+    """The readout network on cached features, initialised: feature normalisation from (up to 400 of)
+    the training samples, the fitted centre-bias ``prior``; blur width and centre-bias weight frozen
+    unless learnt. Returns ``(head, config)``, config being what ``loading.save_readout`` records."""
+    config = {"body": "vgg16", "backbone": args.backbone, "features": list(args.features),
               "short_side": args.short_side, "centre_bias_grid": args.centre_bias_grid}
     head = network.deepgaze_head(channels=train_samples[0].features.shape[-1],
                                  short_side=args.short_side,
@@ -184,9 +227,18 @@ def train(args, log=print):
         head.get_layer("blur").log_sigma.trainable = False
     if not args.learn_centre_bias:
         head.get_layer("centre_bias").weight.trainable = False
+    return head, config
+
+
+def compiled_steps(head, args, n_train):
+    """``(train_step, log_likelihood_sum)``: one AdamW step on a batch (the learning rate halved every
+    10 epochs; the loss is the fixations' mean negative log-density), and a batch's summed log-density
+    at the fixations, both as ``tf.function``s."""
+    import keras
+    import tensorflow as tf
 
     schedule = keras.optimizers.schedules.ExponentialDecay(
-        args.lr, decay_steps=max(1, len(train_samples) // args.batch_size) * 10, decay_rate=0.5)
+        args.lr, decay_steps=max(1, n_train // args.batch_size) * 10, decay_rate=0.5)
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay)
     # Decay only the readout kernels, not biases, the blur width or the centre-bias weight.
     optimizer.exclude_from_weight_decay(var_names=["bias", "log_sigma", "weight"])
@@ -205,41 +257,55 @@ def train(args, log=print):
         ld = head(feats, training=False)
         return tf.reduce_sum(counts * ld)
 
-    def val_ll():
-        """Mean log-likelihood in bits/fixation relative to uniform, at model resolution."""
-        total, count = 0.0, 0
-        for batch in batches(val_samples, args.batch_size, np.random.default_rng(0)):
-            feats = np.stack([s.features for s in batch]).astype(np.float32)
-            counts = np.stack([s.counts() for s in batch])
-            total += float(log_likelihood_sum(feats, counts))
-            total += float(sum(len(s.rows) * np.log(s.size[0] * s.size[1]) for s in batch))
-            count += int(counts.sum())
-        return total / count / LN2
+    return train_step, log_likelihood_sum
 
-    log(f"centre bias alone: val log-likelihood {cb_ll:.4f} bits/fixation "
-        f"(bandwidth {bandwidth})")
+
+def stack(batch):
+    """A batch's features (float32) and fixation counts, stacked."""
+    return (np.stack([s.features for s in batch]).astype(np.float32), np.stack([s.counts() for s in batch]))
+
+
+def uniform_log_likelihood(batch):
+    """Minus the summed log-likelihood of a batch's fixations under the uniform density (nats)."""
+    return float(sum(len(s.rows) * np.log(s.size[0] * s.size[1]) for s in batch))
+
+
+def train_epoch(samples, batch_size, rng, train_step):
+    """One pass over the shuffled samples; their mean log-likelihood in bits/fixation relative to
+    uniform, as the batches were trained."""
+    losses, counts_seen = 0.0, 0
+    for batch in batches(samples, batch_size, rng):
+        feats, counts = stack(batch)
+        n = float(counts.sum())
+        losses += float(train_step(feats, counts)) * n - uniform_log_likelihood(batch)
+        counts_seen += n
+    return -losses / counts_seen / LN2
+
+
+def val_log_likelihood(samples, batch_size, log_likelihood_sum):
+    """Mean log-likelihood in bits/fixation relative to uniform, at model resolution."""
+    total, count = 0.0, 0
+    for batch in batches(samples, batch_size, np.random.default_rng(0)):
+        feats, counts = stack(batch)
+        total += float(log_likelihood_sum(feats, counts))
+        total += uniform_log_likelihood(batch)
+        count += int(counts.sum())
+    return total / count / LN2
+
+
+def fit(head, args, data: TrainingData, cb_ll, log):
+    """Trains ``head`` for up to ``--epochs``, stopping after ``--patience`` epochs without a val gain,
+    and leaves it with the best epoch's weights. Returns ``(val LL, epoch, layer weights)`` of that epoch."""
+    rng = np.random.default_rng(args.seed)
+    train_step, log_likelihood_sum = compiled_steps(head, args, len(data.train_samples))
     best = (-np.inf, 0, None)
     stale = 0
     for epoch in range(1, args.epochs + 1):
         start = time.time()
-        losses, counts_seen = 0.0, 0
-        for batch in batches(train_samples, args.batch_size, rng):
-            feats = np.stack([s.features for s in batch]).astype(np.float32)
-            counts = np.stack([s.counts() for s in batch])
-            n = float(counts.sum())
-            uniform = float(sum(len(s.rows) * np.log(s.size[0] * s.size[1]) for s in batch))
-            losses += float(train_step(feats, counts)) * n - uniform
-            counts_seen += n
-        train_ll = -losses / counts_seen / LN2
-        ll = val_ll()
-        blur = head.get_layer("blur")
-        sigma = float(np.exp(blur.log_sigma.numpy()))
-        cb_weight = float(head.get_layer("centre_bias").weight.numpy())
+        train_ll = train_epoch(data.train_samples, args.batch_size, rng, train_step)
+        ll = val_log_likelihood(data.val_samples, args.batch_size, log_likelihood_sum)
         improved = ll > best[0] + 1e-4
-        log(f"epoch {epoch:3d}  train LL {train_ll:.4f}  val LL {ll:.4f}  "
-            f"val IG {ll - cb_ll:+.4f} bits/fix  blur sigma {sigma:.1f} px  "
-            f"centre-bias weight {cb_weight:.2f}  {time.time() - start:.1f} s"
-            f"{'  *' if improved else ''}")
+        log(epoch_line(head, epoch, train_ll, ll, cb_ll, time.time() - start, improved))
         if improved:
             best = (ll, epoch, [l.get_weights() for l in head.layers])
             stale = 0
@@ -250,25 +316,25 @@ def train(args, log=print):
                 break
     for layer, weights in zip(head.layers, best[2]):
         layer.set_weights(weights)
-    log(f"best epoch {best[1]}: val LL {best[0]:.4f}, IG over centre bias {best[0] - cb_ll:+.4f} "
-        f"bits/fixation (model resolution)")
-    report = val_report(head, val_samples, fixations, sizes, prior, args.dataset)
-    log("val at stimulus resolution: " + "  ".join(f"{k} {v:.4f}" for k, v in report.items()))
+    return best
 
-    # Copy the trained layers into the full network and write the readout file.
+
+def epoch_line(head, epoch, train_ll, ll, cb_ll, seconds, improved):
+    """The progress line of one epoch: likelihoods, information gain, the learnt blur and centre-bias weight."""
+    sigma = float(np.exp(head.get_layer("blur").log_sigma.numpy()))
+    cb_weight = float(head.get_layer("centre_bias").weight.numpy())
+    return (f"epoch {epoch:3d}  train LL {train_ll:.4f}  val LL {ll:.4f}  "
+            f"val IG {ll - cb_ll:+.4f} bits/fix  blur sigma {sigma:.1f} px  "
+            f"centre-bias weight {cb_weight:.2f}  {seconds:.1f} s"
+            f"{'  *' if improved else ''}")
+
+
+def save_model(head, config, args, metadata):
+    """Copies the trained layers into the full network and writes the readout file ``--output``."""
     full = network.deepgaze(**loading.network_kwargs(config))
     for layer in loading.readout_layers(full):
         layer.set_weights(head.get_layer(layer.name).get_weights())
-    metadata = {"best_epoch": best[1], "val_ll_bits": round(best[0], 5),
-                "val_ig_model_res_bits": round(best[0] - cb_ll, 5),
-                "val_stimulus_res": {k: round(v, 5) for k, v in report.items()},
-                "blur_sigma_px": float(np.exp(head.get_layer("blur").log_sigma.numpy())),
-                "centre_bias_weight": float(head.get_layer("centre_bias").weight.numpy()),
-                "centre_bias_bandwidth": bandwidth, "train_images": len(train_names),
-                "flips": bool(args.flips), "command": "python -m gazecrop.tools.train " + " ".join(args.argv)}
     loading.save_readout(full, config, args.output, metadata=metadata)
-    log(f"wrote {args.output}")
-    return best
 
 
 def parse_args(argv):

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import WriteToParquet
 
-from gazecrop.transforms.write import join
+from gazecrop.transforms.read import join
 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -65,6 +65,22 @@ ERRORS_SCHEMA = pa.schema([
     pa.field("message", pa.string(), nullable=False),
     pa.field("processed_at", _TIMESTAMP, nullable=False),
 ])
+
+
+_METADATA_COLUMNS = tuple(METADATA_SCHEMA.names)
+
+
+def metadata_row(columns: dict) -> dict:
+    """`columns` as one row of the metadata table, in `METADATA_SCHEMA`'s order: the schema is the one list
+    of the table's columns, so a column missing from the row, or one the schema does not have, is a
+    ValueError here rather than a null or a dropped value in the Parquet file."""
+    names = _METADATA_COLUMNS
+    if len(columns) != len(names) or not all(name in columns for name in names):
+        missing = [n for n in names if n not in columns]
+        unknown = [n for n in columns if n not in names]
+        raise ValueError(f"a metadata row must have exactly METADATA_SCHEMA's columns; missing {missing}, "
+                         f"unknown {unknown}")
+    return {name: columns[name] for name in names}
 
 
 def table_prefix(root: str, name: str) -> str:

@@ -74,6 +74,11 @@ def absolute_uri(uri: str) -> str:
     return uri if "://" in uri else os.path.abspath(uri)
 
 
+def join(root: str, *parts: str) -> str:
+    """`root/part/...` for any filesystem (FileSystems.join keeps the scheme)."""
+    return FileSystems.join(root.rstrip("/"), *parts)
+
+
 def has_wildcard(pattern: str) -> bool:
     return any(c in pattern for c in _WILDCARDS)
 

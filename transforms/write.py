@@ -30,6 +30,7 @@ stage's time per image.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import io
 import json
@@ -38,6 +39,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import apache_beam as beam
 import cv2
@@ -47,7 +49,9 @@ from apache_beam.io.filesystems import FileSystems
 from gazecrop.search import Crop, CropConfig, Focus, parse_aspect_ratios, ratio_dirname
 from gazecrop.decode import DEFAULT_MAX_MEGAPIXELS, check_size, decode_pixels, read_header, resize_to
 from gazecrop.paths import check_relpath
-from gazecrop.transforms.read import absolute_uri
+from gazecrop.transforms.metadata import metadata_row
+# `join` lives in read.py (metadata.py needs it and this module imports metadata.py); imported from here too.
+from gazecrop.transforms.read import absolute_uri, join
 from gazecrop.records import CroppedImage, SaliencyImage, from_epoch_us, now_utc
 from gazecrop.transforms.dead_letters import dead_letter_rows
 
@@ -116,11 +120,6 @@ def image_config_id(settings: str, focus: Focus | None) -> str:
         return settings
     hint = json.dumps(dataclasses.asdict(focus), sort_keys=True)
     return hashlib.sha256(f"{settings} {hint}".encode()).hexdigest()[:16]
-
-
-def join(root: str, *parts: str) -> str:
-    """`root/part/...` for any filesystem (FileSystems.join keeps the scheme)."""
-    return FileSystems.join(root.rstrip("/"), *parts)
 
 
 def crop_uri(root: str, ratio_dir: str, relpath: str, extension: str, rank: int = 0) -> str:
@@ -292,66 +291,98 @@ def _writer_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+class _Source(NamedTuple):
+    """The source as the crops are cut from it: pixels at 1/`reduction` scale, and the crops' encoder."""
+    pixels: np.ndarray
+    reduction: int
+    encoding: str
+
+
+class _Written(NamedTuple):
+    """One crop file: where it went, its size in pixels, and how many bytes it took."""
+    uri: str
+    width: int
+    height: int
+    size: int
+
+
 def write_crops(item: CroppedImage, config: OutputConfig, settings: str = "") -> list[dict]:
     """Write one image's crops (and saliency map); return its metadata rows, one per ratio and rank.
 
-    `settings` is the job's `settings_id` (the rows' `config_id` adds the image's focus hint to it).
+    Steps: `decode_source` -> `write_crop_files` (cut, encode, write) -> `metadata_rows`, then
+    `write_saliency`. `settings` is the job's `settings_id` (the rows' `config_id` adds the image's focus
+    hint to it).
     """
-    image = item.image
+    source = decode_source(item.image, item.crops, config)
+    written = write_crop_files(item, source, config)
+    # Counters are per bundle and per thread: count here, in the DoFn's thread.
+    bytes_written = beam.metrics.Metrics.counter("gazecrop", "bytes_written")
+    bytes_written.inc(sum(w.size for w in written))
+    rows = metadata_rows(item, written, image_config_id(settings, item.focus), now_utc())
+    bytes_written.inc(write_saliency(item.image, config))
+    return rows
+
+
+def decode_source(image: SaliencyImage, crops, config: OutputConfig) -> _Source:
+    """The source decoded again for its crops, at the smallest scale they allow (`write_reduction`), and
+    checked against the size the decode stage saw (the bomb guard applies again)."""
     header = read_header(image.data, config.max_megapixels)
     check_size(header, config.max_megapixels)
-    reduction = write_reduction(header.format, item.crops, config.max_output_side)
+    reduction = write_reduction(header.format, crops, config.max_output_side)
     pixels = decode_pixels(image.data, header, reduction)
     expected = (-(-image.source_width // reduction), -(-image.source_height // reduction))
     if (pixels.shape[1], pixels.shape[0]) != expected:
         raise ValueError(f"the source decoded at 1/{reduction} scale is {pixels.shape[1]}x{pixels.shape[0]}, "
                          f"the header said {image.source_width}x{image.source_height}")
-    encoding = output_encoding(config, header.format)
-    extension = _EXTENSIONS[encoding]
+    return _Source(pixels, reduction, output_encoding(config, header.format))
 
-    def write_one(crop: Crop) -> tuple[str, tuple[int, ...], int]:
+
+def write_crop_files(item: CroppedImage, source: _Source, config: OutputConfig) -> list[_Written]:
+    """Cut, encode and write each crop (in `item.crops` order); in the writer pool for sources of up to
+    `PARALLEL_MAX_MEGAPIXELS`, one after another for larger ones (see the module docstring)."""
+    image = item.image
+    extension = _EXTENSIONS[source.encoding]
+
+    def write_one(crop: Crop) -> _Written:
         ratio = parse_aspect_ratios(crop.aspect_ratio)[0]
-        out = cut(pixels, crop, config.max_output_side, reduction)
+        out = cut(source.pixels, crop, config.max_output_side, source.reduction)
         uri = crop_uri(config.root, ratio_dirname(ratio), image.relpath, extension, crop.rank)
-        return uri, out.shape, write_atomically(uri, encode(out, encoding, config.jpeg_quality))
+        size = write_atomically(uri, encode(out, source.encoding, config.jpeg_quality))
+        return _Written(uri, out.shape[1], out.shape[0], size)
 
     if image.source_width * image.source_height <= PARALLEL_MAX_MEGAPIXELS * 1e6:
-        written = list(_writer_pool().map(write_one, item.crops))
-    else:
-        written = [write_one(crop) for crop in item.crops]
-    # Counters are per bundle and per thread: count here, in the DoFn's thread.
-    bytes_written = beam.metrics.Metrics.counter("gazecrop", "bytes_written")
-    bytes_written.inc(sum(size for _, _, size in written))
-    rows = []
-    processed_at = now_utc()
-    config_id = image_config_id(settings, item.focus)
-    for crop, (uri, shape, _) in zip(item.crops, written):
-        rows.append({
-            "source_uri": image.uri,
-            "source_sha256": image.sha256,
-            "source_size": len(image.data),
-            "source_modified": from_epoch_us(image.modified_us),
-            "source_generation": image.generation or None,
-            "source_width": image.source_width,
-            "source_height": image.source_height,
-            "aspect_ratio": crop.aspect_ratio,
-            "rank": crop.rank,
-            "crop_x": crop.x,
-            "crop_y": crop.y,
-            "crop_width": crop.width,
-            "crop_height": crop.height,
-            "focal_x": item.focal_x,
-            "focal_y": item.focal_y,
-            "saliency_kept": float(crop.saliency_kept),
-            "output_uri": uri,
-            "output_width": shape[1],
-            "output_height": shape[0],
-            "model_version": image.model_version,
-            "config_id": config_id,
-            "processed_at": processed_at,
-        })
-    bytes_written.inc(write_saliency(image, config))
-    return rows
+        return list(_writer_pool().map(write_one, item.crops))
+    return [write_one(crop) for crop in item.crops]
+
+
+def metadata_rows(item: CroppedImage, written: list[_Written], config_id: str,
+                  processed_at: datetime.datetime) -> list[dict]:
+    """The metadata rows of one image's written crops (`metadata_row`: exactly `METADATA_SCHEMA`'s columns)."""
+    image = item.image
+    return [metadata_row({
+        "source_uri": image.uri,
+        "source_sha256": image.sha256,
+        "source_size": len(image.data),
+        "source_modified": from_epoch_us(image.modified_us),
+        "source_generation": image.generation or None,
+        "source_width": image.source_width,
+        "source_height": image.source_height,
+        "aspect_ratio": crop.aspect_ratio,
+        "rank": crop.rank,
+        "crop_x": crop.x,
+        "crop_y": crop.y,
+        "crop_width": crop.width,
+        "crop_height": crop.height,
+        "focal_x": item.focal_x,
+        "focal_y": item.focal_y,
+        "saliency_kept": float(crop.saliency_kept),
+        "output_uri": file.uri,
+        "output_width": file.width,
+        "output_height": file.height,
+        "model_version": image.model_version,
+        "config_id": config_id,
+        "processed_at": processed_at,
+    }) for crop, file in zip(item.crops, written)]
 
 
 def write_saliency(image: SaliencyImage, config: OutputConfig) -> int:
