@@ -528,6 +528,15 @@ def decode_for_model(data: bytes, *, input_size: Callable[[int, int], tuple[int,
                       reduction=reduction)
 
 
+def array_for_model(pixels: np.ndarray, *, input_size: Callable[[int, int], tuple[int, int]]) -> ModelInput:
+    """The model input of a picture already decoded to uint8 RGB (H, W, 3), upright (no EXIF orientation
+    to apply): resized as `decode_for_model` resizes a decoded source. `sha256` is "" (no file)."""
+    height, width = pixels.shape[:2]
+    target_h, target_w = input_size(height, width)
+    return ModelInput(pixels=resize_to(pixels, (target_w, target_h)), source_width=width, source_height=height,
+                      sha256="", reduction=1)
+
+
 def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize to (width, height): area averaging when shrinking, bilinear when enlarging."""
     width, height = size

@@ -9,6 +9,7 @@ pixels between stages.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -57,6 +58,15 @@ class CroppedImage(NamedTuple):
     focal_x: int
     focal_y: int
     focus: Any = None  # the --focus hint the crops contain (gazecrop.search.Focus), if any
+
+
+def group_by_shape_of(arrays: Sequence[np.ndarray]) -> dict[tuple, list[int]]:
+    """Indices of `arrays` grouped by shape, in first-seen order: the model and the crop search take one
+    shape per call (`gazecrop.model.predict.predict_log_densities`, `gazecrop.search.crop_images`)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, array in enumerate(arrays):
+        groups.setdefault(array.shape, []).append(i)
+    return groups
 
 
 def now_utc() -> datetime.datetime:

@@ -36,6 +36,8 @@ from typing import NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
+from gazecrop.records import group_by_shape_of
+
 Ratio = tuple[int, int]
 
 DEFAULT_ASPECT_RATIOS: tuple[Ratio, ...] = ((1, 1), (16, 9), (9, 16), (4, 5))
@@ -76,21 +78,23 @@ def ratio_problem(a: int, b: int) -> Optional[str]:
     return None
 
 
-def parse_aspect_ratios(text: Union[str, Sequence[str]]) -> tuple[Ratio, ...]:
+def parse_aspect_ratios(text: Union[str, Sequence[str]], *, name: Optional[str] = None) -> tuple[Ratio, ...]:
     """Parses ``"1:1,16:9,9:16,4:5"`` into ``((1, 1), (16, 9), (9, 16), (4, 5))``.
 
     Each ratio is two numbers ``W:H``, also written ``WxH`` (an output folder's name) or ``W/H``; decimal
     terms become whole numbers (``1.91:1`` -> ``(191, 100)``, labelled ``191:100``; ``_whole_terms``), whose
     range ``ratio_problem`` gives; a list of such strings is accepted too, at most ``MAX_ASPECT_RATIOS``
     ratios. Raises ``ValueError`` naming the bad part for anything else (empty text, ``0:1``, ``16-9``,
-    ``1000:1``, the same ratio twice).
+    ``1000:1``, the same ratio twice); with ``name`` (an argument's name) the message ends
+    ``Received: name=...``, else ``Received: ...``.
     """
+    received = f"{name}={text!r}" if name else repr(text)
     if isinstance(text, str):
         parts = text.split(",")
     else:
         parts = [p for item in text for p in str(item).split(",")]
     if not parts or all(not p.strip() for p in parts):
-        raise ValueError(f"No aspect ratio given; expected e.g. '1:1,16:9'. Received: {text!r}")
+        raise ValueError(f"No aspect ratio given; expected e.g. '1:1,16:9'. Received: {received}")
     ratios: list[Ratio] = []
     seen: dict[Ratio, str] = {}
     for part in parts:
@@ -98,21 +102,21 @@ def parse_aspect_ratios(text: Union[str, Sequence[str]]) -> tuple[Ratio, ...]:
         if not match:
             raise ValueError(
                 f"Bad aspect ratio {part.strip()!r}: expected WIDTH:HEIGHT such as 16:9, 16x9, 16/9 or "
-                f"1.91:1. Received: {text!r}")
+                f"1.91:1. Received: {received}")
         a, b = _whole_terms(match.group(1), match.group(2))
         problem = ratio_problem(a, b)
         if problem:
-            raise ValueError(f"Bad aspect ratio {part.strip()!r}: {problem}. Received: {text!r}")
+            raise ValueError(f"Bad aspect ratio {part.strip()!r}: {problem}. Received: {received}")
         g = math.gcd(a, b)
         reduced = (a // g, b // g)
         if reduced in seen:
             raise ValueError(f"Aspect ratio {part.strip()!r} repeats {seen[reduced]!r}. "
-                             f"Received: {text!r}")
+                             f"Received: {received}")
         seen[reduced] = part.strip()
         ratios.append((a, b))
     if len(ratios) > MAX_ASPECT_RATIOS:
         raise ValueError(f"{len(ratios)} aspect ratios: at most {MAX_ASPECT_RATIOS} (each is one more crop "
-                         f"file per image). Received: {text!r}")
+                         f"file per image). Received: {received}")
     return tuple(ratios)
 
 
@@ -652,6 +656,43 @@ def choose_crops(log_density, source_sizes, config: CropConfig = CropConfig(), *
     for _ in range(int(config.candidates)):
         ranks.append(_next_rank(tables, config, grid, score, ranks))
     return _crops_of(ranks, [ratio_label(r) for r in config.aspect_ratios])
+
+
+class ImageCrops(NamedTuple):
+    """One image's crops (every ratio, ranks 0.. within a ratio) and its focal point, in source pixels."""
+    crops: tuple[Crop, ...]
+    focal_x: int
+    focal_y: int
+
+
+def crop_images(log_densities: Sequence[np.ndarray], source_sizes, config: CropConfig = CropConfig(), *,
+                focus: Optional[Sequence[FocusLike]] = None) -> list[ImageCrops]:
+    """The crops and focal point of each image, whatever the shapes of their maps: one ``choose_crops`` call
+    per map shape, results in input order.
+
+    What the crop stage (``gazecrop.transforms.select``) and ``gazecrop.crop`` both run, so the two give
+    the same numbers for the same map.
+
+    Args:
+      log_densities: float (h, w) log-densities at model resolution, one per image (shapes may differ).
+      source_sizes: one (width, height) per image, after EXIF orientation.
+      config: the search's tunables (``CropConfig``).
+      focus: optional, per image None or a region the crops must contain (see ``choose_crops``).
+    """
+    maps = [np.asarray(ld) for ld in log_densities]
+    sizes = [(int(w), int(h)) for w, h in source_sizes]
+    focus = [None] * len(maps) if focus is None else list(focus)
+    if not len(maps) == len(sizes) == len(focus):
+        raise ValueError(f"{len(maps)} maps, {len(sizes)} source sizes and {len(focus)} focus entries: "
+                         f"one of each per image")
+    results: list[Optional[ImageCrops]] = [None] * len(maps)
+    for indices in group_by_shape_of(maps).values():
+        chosen = choose_crops(np.stack([maps[i] for i in indices]), [sizes[i] for i in indices], config,
+                              focus=[focus[i] for i in indices])
+        for i, crops in zip(indices, chosen):
+            focal_x, focal_y = focal_point(maps[i], sizes[i])
+            results[i] = ImageCrops(crops=tuple(crops), focal_x=focal_x, focal_y=focal_y)
+    return results
 
 
 def focal_point(log_density, source_size) -> tuple[int, int]:

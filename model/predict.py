@@ -1,14 +1,21 @@
-"""Predicts saliency for image files: ``python -m gazecrop.model.predict --input PATH_OR_GLOB --output DIR``.
+"""Predicting saliency: the model loaded once per process, applied to model inputs; and a command.
 
-For each image it writes ``<stem>.npy``: a float32 log-density at the source image's resolution
-(after its EXIF orientation), ``logsumexp == 0``. ``--heatmap`` also writes ``<stem>.png``, the
-image with the saliency overlaid. Unreadable images are reported (file and reason) and skipped;
-the command exits 1 if any image failed.
+``load_cached`` and ``predict_log_densities`` are what the pipeline's inference stage
+(``gazecrop.transforms.inference``) and ``gazecrop.crop`` both call, so both load a model the same way
+and give the same log-density for the same input. Neither imports TensorFlow until a model is loaded.
+
+``python -m gazecrop.model.predict --input PATH_OR_GLOB --output DIR`` writes, for each image,
+``<stem>.npy``: a float32 log-density at the source image's resolution (after its EXIF orientation),
+``logsumexp == 0``. ``--heatmap`` also writes ``<stem>.png``, the image with the saliency overlaid.
+Unreadable images are reported (file and reason) and skipped; the command exits 1 if any image failed.
 """
 
 import argparse
+import functools
 import glob
+import os
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -16,6 +23,56 @@ import numpy as np
 
 from gazecrop.model.images import ImageReadError, read_image_rgb, resize_for_model
 from gazecrop.model.saliency import resize_log_density
+from gazecrop.records import group_by_shape_of
+
+#: The bundled models ``load_model`` takes by name; any other spec is a readout weights file.
+MODEL_NAMES = ("default", "fast", "tiny")
+
+# TensorFlow otherwise reserves nearly all GPU memory in the first process that touches the GPU (in a
+# pipeline, the launcher); growing on demand lets the worker that serves the model have the rest. Set
+# before TensorFlow is imported, and passed to Beam's model handler for its worker processes.
+TF_ENV_VARS = {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+
+# Building Keras models from several threads at once is not safe (the DirectRunner runs DoFns in
+# threads; two of them swapping in a watched model at once hung the job).
+_LOAD_LOCK = threading.Lock()
+
+
+def load_cached(spec):
+    """``load_model(spec)`` ("default", "fast", "tiny" or a weights path), once per process and spec, one
+    load at a time: the pipeline's launcher, its in-process workers and ``gazecrop.crop`` share it."""
+    with _LOAD_LOCK:
+        return _load_once(str(spec))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_once(spec):
+    for name, value in TF_ENV_VARS.items():
+        os.environ.setdefault(name, value)
+    from gazecrop.model.loading import load_model
+    return load_model(spec)
+
+
+def predict_log_densities(model, inputs):
+    """The log-density at model resolution of each model input: one ``model.predict`` call per input shape.
+
+    Args:
+        model: a ``SaliencyModel``, or anything with its ``predict`` (Beam's proxy of a shared model).
+        inputs: uint8 (h, w, 3) RGB model inputs (``gazecrop.decode.decode_for_model``'s ``pixels``),
+            each h and w a multiple of 16; shapes may differ.
+    Returns:
+        A list of float32 (h, w) log-densities (``logsumexp == 0``), in the order of ``inputs``.
+
+    Inputs go to the model as uint8 (the model casts them): where the model is shared across processes
+    each batch is pickled to the process that holds it, and uint8 is a quarter of the bytes.
+    """
+    out = [None] * len(inputs)
+    for indices in group_by_shape_of(inputs).values():
+        batch = np.stack([inputs[i] for i in indices])
+        log_density = np.asarray(model.predict(batch), dtype=np.float32)
+        for row, i in enumerate(indices):
+            out[i] = log_density[row]
+    return out
 
 
 def predict_images(model, images, *, batch_size=8):

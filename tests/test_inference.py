@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gazecrop.transforms.inference import DeepGazeModelHandler, group_by_shape_of, predict_by_shape
-from gazecrop.records import DecodedImage
+from gazecrop.transforms.inference import DeepGazeModelHandler, predict_by_shape
+from gazecrop.records import DecodedImage, group_by_shape_of
 
 
 class RecordingModel:

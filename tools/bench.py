@@ -34,8 +34,8 @@ from gazecrop.pipeline.demo import draw_scene
 from gazecrop.pipeline.options import parse
 from gazecrop.pipeline.run import build, summarize
 from gazecrop.decode import decode_for_model, resize_to
-from gazecrop.transforms.inference import describe_model, group_by_shape_of, load_cached
-from gazecrop.records import DecodedImage
+from gazecrop.transforms.inference import describe_model, load_cached
+from gazecrop.records import DecodedImage, group_by_shape_of
 
 # Sizes of the synthetic photos (width, height): the common camera and phone shapes, both orientations.
 _SHAPES = ((4, 3), (3, 4), (3, 2), (16, 9), (1, 1))

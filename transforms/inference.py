@@ -30,19 +30,16 @@ see `DeepGazeModelHandler`.)
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
+from gazecrop.model.predict import TF_ENV_VARS, load_cached, predict_log_densities
 from gazecrop.records import DecodedImage, SaliencyImage
 from gazecrop.transforms.dead_letters import dead_letter_rows
 
@@ -66,33 +63,6 @@ class ModelInfo:
         return input_size(height, width, self.short_side)
 
 
-# TensorFlow otherwise reserves nearly all GPU memory in the first process that touches the GPU (here
-# the launcher, which loads the model to learn its version); growing on demand lets the worker that
-# serves the model have the rest.
-TF_ENV_VARS = {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}
-
-
-# Building Keras models from several threads at once is not safe (the DirectRunner runs DoFns in
-# threads; two of them swapping in a watched model at once hung the job).
-_LOAD_LOCK = threading.Lock()
-
-
-def load_cached(spec: str) -> Any:
-    """`model.load_model(spec)`, once per process and one at a time: where the pipeline is built and
-    where it runs are the same process (the DirectRunner in-process), the model describe_model loaded is
-    reused."""
-    with _LOAD_LOCK:
-        return _load_once(spec)
-
-
-@functools.lru_cache(maxsize=2)
-def _load_once(spec: str) -> Any:
-    for name, value in TF_ENV_VARS.items():
-        os.environ.setdefault(name, value)
-    from gazecrop.model import load_model
-    return load_model(spec)
-
-
 def describe_model(spec: str) -> ModelInfo:
     """Load the model once (where the pipeline is built) and keep what the stages need to know."""
     loaded = load_cached(str(spec))
@@ -102,32 +72,15 @@ def describe_model(spec: str) -> ModelInfo:
 InferenceFn = Callable[[Any, Sequence[DecodedImage], str], Iterable[SaliencyImage]]
 
 
-def group_by_shape_of(arrays: Sequence[np.ndarray]) -> dict[tuple, list[int]]:
-    """Indices of `arrays` grouped by shape, in first-seen order."""
-    groups: dict[tuple, list[int]] = {}
-    for i, array in enumerate(arrays):
-        groups.setdefault(array.shape, []).append(i)
-    return groups
-
-
 def predict_by_shape(model: Any, images: Sequence[DecodedImage], model_version: str) -> list[SaliencyImage]:
-    """Default inference function: one `gazecrop.model.predict` call per input shape; results in input order.
-
-    Batches go to the model as uint8 (the model casts them): with the model shared across processes
-    each batch is pickled to the process that holds it, and uint8 is a quarter of the bytes.
-    """
-    results: list[SaliencyImage | None] = [None] * len(images)
-    for indices in group_by_shape_of([image.pixels for image in images]).values():
-        batch = np.stack([images[i].pixels for i in indices])
-        log_density = np.asarray(model.predict(batch), dtype=np.float32)
-        for row, i in enumerate(indices):
-            image = images[i]
-            results[i] = SaliencyImage(
-                uri=image.uri, relpath=image.relpath, data=image.data, sha256=image.sha256,
-                source_width=image.source_width, source_height=image.source_height,
-                log_density=log_density[row], model_version=model_version, modified_us=image.modified_us,
-                generation=image.generation)
-    return results
+    """Default inference function: `gazecrop.model.predict.predict_log_densities` (one `model.predict` call
+    per input shape, uint8 batches) over the images' model inputs; results in input order."""
+    log_densities = predict_log_densities(model, [image.pixels for image in images])
+    return [SaliencyImage(uri=image.uri, relpath=image.relpath, data=image.data, sha256=image.sha256,
+                          source_width=image.source_width, source_height=image.source_height,
+                          log_density=log_density, model_version=model_version, modified_us=image.modified_us,
+                          generation=image.generation)
+            for image, log_density in zip(images, log_densities)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Crop stage: saliency maps to ranked crops per aspect ratio, vectorised over a batch and all ratios.
 
-The search itself is `gazecrop.search.choose_crops` (summed-area tables over the batch); this module only
-batches the images (same map shape per call), looks up each image's focus (the --focus table), and keeps
-each image's crops (every ratio, ranks 0 .. --candidates - 1) and its focal point.
+The search itself is `gazecrop.search.crop_images` (`choose_crops` once per map shape, summed-area tables
+over the batch; `gazecrop.crop` runs the same function); this module only batches the images, looks up each
+image's focus (the --focus table), and keeps each image's crops (every ratio, ranks 0 .. --candidates - 1)
+and its focal point.
 
 The focus table (`gazecrop.search.read_focus_rows`) is read once when the job is built and resolved to a
 `FocusTable` keyed by source URI (`resolve_focus_table`); it travels with the job like the --input_list
@@ -21,11 +22,9 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import apache_beam as beam
-import numpy as np
 
-from gazecrop.search import CropConfig, Focus, choose_crops, focal_point
+from gazecrop.search import CropConfig, Focus, crop_images
 from gazecrop.transforms.focus import FocusRow, FocusTableError, refuse_duplicate_keys
-from gazecrop.transforms.inference import group_by_shape_of
 from gazecrop.transforms.read import absolute_uri
 from gazecrop.records import CroppedImage, SaliencyImage, SourceFile
 from gazecrop.transforms.dead_letters import dead_letter_rows
@@ -107,22 +106,18 @@ def focus_key(focus: Mapping[str, Focus], uri: str) -> str | None:
 
 def select_crops(images: Sequence[SaliencyImage], config: CropConfig,
                  focus: Mapping[str, Focus] | None = None) -> list[CroppedImage]:
-    """Ranked crops per ratio and focal point of every image; one `choose_crops` call per map shape.
+    """Ranked crops per ratio and focal point of every image (`gazecrop.search.crop_images`: one
+    `choose_crops` call per map shape).
 
     `focus` ({source URI: Focus}, see `focus_key`) gives the region an image's crops must all contain.
     """
     focus = focus or {}
-    results: list[CroppedImage | None] = [None] * len(images)
-    for indices in group_by_shape_of([image.log_density for image in images]).values():
-        maps = np.stack([images[i].log_density for i in indices])
-        sizes = [(images[i].source_width, images[i].source_height) for i in indices]
-        keys = [focus_key(focus, images[i].uri) for i in indices]
-        hints = [None if key is None else focus[key] for key in keys]
-        for i, size, hint, crops in zip(indices, sizes, hints, choose_crops(maps, sizes, config, focus=hints)):
-            focal_x, focal_y = focal_point(images[i].log_density, size)
-            results[i] = CroppedImage(image=images[i], crops=tuple(crops), focal_x=focal_x, focal_y=focal_y,
-                                      focus=hint)
-    return results
+    keys = [focus_key(focus, image.uri) for image in images]
+    hints = [None if key is None else focus[key] for key in keys]
+    chosen = crop_images([image.log_density for image in images],
+                         [(image.source_width, image.source_height) for image in images], config, focus=hints)
+    return [CroppedImage(image=image, crops=found.crops, focal_x=found.focal_x, focal_y=found.focal_y, focus=hint)
+            for image, hint, found in zip(images, hints, chosen)]
 
 
 class _SelectCropsFn(beam.DoFn):

@@ -47,7 +47,8 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from gazecrop.search import Crop, CropConfig, Focus, parse_aspect_ratios, ratio_dirname
-from gazecrop.decode import DEFAULT_MAX_MEGAPIXELS, check_size, decode_pixels, read_header, resize_to
+from gazecrop.decode import DEFAULT_MAX_MEGAPIXELS, check_size, decode_pixels, read_header
+from gazecrop.encode import PNG_COMPRESSION, cut, encode, output_size
 from gazecrop.paths import check_relpath
 from gazecrop.transforms.metadata import metadata_row
 # `join` lives in read.py (metadata.py needs it and this module imports metadata.py); imported from here too.
@@ -61,9 +62,6 @@ OUTPUT_FORMATS = ("jpeg", "png", "webp", "source")
 # every other source format (GIF, TIFF, BMP, ...) as PNG.
 _EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 _SOURCE_FORMATS = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp"}
-
-# PNG zlib level: 6 is zlib's default trade-off; fixed so the bytes are reproducible.
-_PNG_COMPRESSION = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +161,7 @@ def saliency_preview(log_density: np.ndarray, long_side: int = PREVIEW_LONG_SIDE
         size = (max(1, round(density.shape[1] * scale)), max(1, round(density.shape[0] * scale)))
         density = cv2.resize(density, size, interpolation=cv2.INTER_AREA)
     level = np.rint(255 * density / max(float(density.max()), 1e-12)).astype(np.uint8)
-    ok, buffer = cv2.imencode(".png", level, [cv2.IMWRITE_PNG_COMPRESSION, _PNG_COMPRESSION])
+    ok, buffer = cv2.imencode(".png", level, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
     if not ok:
         raise RuntimeError(f"OpenCV could not encode a {level.shape[1]}x{level.shape[0]} saliency preview")
     return buffer.tobytes()
@@ -196,30 +194,6 @@ def output_encoding(config: OutputConfig, source_format: str) -> str:
     return config.output_format
 
 
-def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """Crop size after the --max_output_side downscale (never upscaled)."""
-    if not max_side or max(width, height) <= max_side:
-        return width, height
-    scale = max_side / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def encode(rgb: np.ndarray, encoding: str, quality: int) -> bytes:
-    """Deterministic encoding of uint8 RGB pixels (no metadata)."""
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    if encoding == "jpeg":
-        ok, buffer = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    elif encoding == "png":
-        ok, buffer = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, _PNG_COMPRESSION])
-    elif encoding == "webp":
-        ok, buffer = cv2.imencode(".webp", bgr, [cv2.IMWRITE_WEBP_QUALITY, quality])
-    else:
-        raise ValueError(f"unknown encoding {encoding!r}")
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode a {rgb.shape[1]}x{rgb.shape[0]} {encoding}")
-    return buffer.tobytes()
-
-
 def write_atomically(uri: str, data: bytes) -> int:
     """Write to a temporary name beside `uri`, then rename it into place (replacing an older file:
     `os.rename` locally, copy-then-delete on gs:// and s3://). Returns the number of bytes written."""
@@ -249,20 +223,6 @@ def write_reduction(source_format: str, crops: list[Crop], max_side: int) -> int
                 factor = candidate
         best = min(best, factor)
     return best
-
-
-def cut(pixels: np.ndarray, crop: Crop, max_side: int, reduction: int = 1) -> np.ndarray:
-    """The crop's pixels, downscaled to --max_output_side if needed.
-
-    `pixels` is the source decoded at 1/`reduction` scale; the crop is in full-scale source pixels.
-    """
-    width, height = pixels.shape[1] * reduction, pixels.shape[0] * reduction  # rounded up by the decoder
-    if crop.x < 0 or crop.y < 0 or crop.x + crop.width > width or crop.y + crop.height > height:
-        raise ValueError(f"crop {crop} is outside the {width}x{height} source")
-    left, top = round(crop.x / reduction), round(crop.y / reduction)
-    right, bottom = round((crop.x + crop.width) / reduction), round((crop.y + crop.height) / reduction)
-    region = pixels[top:bottom, left:right]
-    return resize_to(region, output_size(crop.width, crop.height, max_side))
 
 
 # Sources up to this size have their crops encoded in parallel: each thread holds one crop (at most
