@@ -64,7 +64,8 @@ def test_gazecrop_imports_beside_files_named_model_pipeline_transforms(tmp_path,
 
 
 def test_the_beam_free_layer_imports_neither_beam_nor_tensorflow(tmp_path):
-    code = ("import sys, gazecrop, gazecrop.decode, gazecrop.paths, gazecrop.search, gazecrop.records;"
+    code = ("import sys, gazecrop, gazecrop.decode, gazecrop.encode, gazecrop.paths, gazecrop.search, gazecrop.records;"
+            "import gazecrop.api;"
             f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({FRAMEWORKS!r})))")
     done = python(code, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
