@@ -1,11 +1,25 @@
-"""The composed pipeline: read -> decode -> RunInference -> crops -> write, and the two tables.
+"""The stage chain every image goes through, and the batch job built around it.
+
+One chain (`crop_sources`), used by the batch job (`GazeCrop`, below) and the streaming job
+(`gazecrop.pipeline.stream.build_streaming`), so a streamed image is cropped and described exactly as in a
+batch run:
 
 ```
-inputs ─▶ MatchImages ─▶ [SkipUnchanged] ─▶ ReadImages ─▶ DecodeImages ─▶ PredictSaliency ─▶ SelectCrops ─▶ WriteCrops ─▶ metadata table
-              │               │ old rows kept    │              │                │                 │              │
-              │               └──────────────────┼──────────────┼────────────────┼─────────────────┼──────────────┼─▶ (both tables)
-              └──────────────────────────────────┴──────────────┴────────────────┴─────────────────┴──────────────┴─▶ errors table
+read sources ─▶ DecodeImages ─▶ PredictSaliency ─▶ SelectCrops ─▶ WriteCrops ─▶ metadata rows
+                     └───────────────┴─────────────────┴──────────────┴─▶ error rows, stage by stage
 ```
+
+What each job puts around it is its own: the batch job matches its inputs and writes whole tables,
+
+```
+inputs ─▶ MatchImages ─▶ ListGenerations ─▶ [SkipUnchanged] ─▶ ReadImages ─▶ crop_sources ─▶ metadata table
+              │                                  │ old rows kept   │              │
+              │                                  └─────────────────┼──────────────┼─▶ (both tables)
+              └────────────────────────────────────────────────────┴──────────────┴─▶ errors table
+```
+
+the streaming job takes notified or polled files once each and writes a table file per window
+(`gazecrop.pipeline.stream`).
 
 Every stage returns its results and its error rows; all error rows go to the one errors table, so every
 input ends as metadata rows (one per ratio and produced rank) or exactly one error row. With a --focus
@@ -21,6 +35,7 @@ rows in the rewritten tables.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import apache_beam as beam
 
@@ -37,8 +52,36 @@ from gazecrop.transforms.select import LogUnmatchedFocusRows, SelectCrops
 from gazecrop.transforms.write import OutputConfig, WriteCrops, settings_id
 
 
+class Cropped(NamedTuple):
+    """What the chain made of its sources: metadata rows, and each stage's error rows (decode, inference,
+    crop selection, write: kept apart, so that a progress bar can count each branch as it goes)."""
+    rows: beam.PCollection
+    errors: tuple[beam.PCollection, ...]
+
+
+def crop_sources(sources: beam.PCollection, *, model_info: ModelInfo, handler: DeepGazeModelHandler,
+                 crop_config: CropConfig, focus: Mapping[str, Focus], output: OutputConfig,
+                 max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> Cropped:
+    """The chain, from read sources (`ReadMatchedFiles`) to the written crops and their metadata rows:
+    DecodeImages -> PredictSaliency (RunInference, `handler`) -> SelectCrops -> WriteCrops.
+
+    Applied in the caller's scope, not as a composite transform of its own: its steps keep the names the
+    jobs have always had (`GazeCrop/DecodeImages` in the batch job, `DecodeImages` in the streaming job),
+    which the job-graph tests (tests/test_launch_dataflow.py) and Dataflow's update of a running streaming
+    job (it matches the old job's steps to the new one's by name) rely on.
+    """
+    decoded, decode_errors = sources | "DecodeImages" >> DecodeImages(
+        input_size=model_info.input_size, max_megapixels=max_megapixels)
+    predicted, inference_errors = decoded | "PredictSaliency" >> PredictSaliency(handler)
+    cropped, crop_errors = predicted | "SelectCrops" >> SelectCrops(config=crop_config, focus=focus)
+    rows, write_errors = cropped | "WriteCrops" >> WriteCrops(config=output, settings=settings_id(crop_config, output))
+    return Cropped(rows, (decode_errors, inference_errors, crop_errors, write_errors))
+
+
 class GazeCrop(beam.PTransform):
-    """The whole job, applied to a pipeline's root. Returns `(metadata_rows, error_rows)`.
+    """The whole batch job, applied to a pipeline's root: its inputs matched (and, incremental, the
+    unchanged ones skipped), read, cropped by the chain (`crop_sources`), and both tables written whole.
+    Returns `(metadata_rows, error_rows)`.
 
     Args:
       patterns: input globs/URIs; listed_uris: the URIs of an --input_list.
@@ -93,14 +136,11 @@ class GazeCrop(beam.PTransform):
         sources, read_errors = matched | "ReadImages" >> ReadMatchedFiles(max_input_bytes=self._max_input_bytes)
         if self._focus:
             _ = sources | "LogUnmatchedFocusRows" >> LogUnmatchedFocusRows(focus=self._focus)
-        decoded, decode_errors = sources | "DecodeImages" >> DecodeImages(
-            input_size=self._model_info.input_size, max_megapixels=self._max_megapixels)
-        predicted, inference_errors = decoded | "PredictSaliency" >> PredictSaliency(self._handler)
-        cropped, crop_errors = predicted | "SelectCrops" >> SelectCrops(
-            config=self._crop_config, focus=self._focus)
-        rows, write_errors = cropped | "WriteCrops" >> WriteCrops(config=self._output, settings=self._settings)
-        errors = ((match_errors, read_errors, decode_errors, inference_errors, crop_errors, write_errors)
-                  | "AllErrors" >> beam.Flatten())
+        cropped = crop_sources(sources, model_info=self._model_info, handler=self._handler,
+                               crop_config=self._crop_config, focus=self._focus, output=self._output,
+                               max_megapixels=self._max_megapixels)
+        rows = cropped.rows
+        errors = (match_errors, read_errors, *cropped.errors) | "AllErrors" >> beam.Flatten()
         table_rows = (rows, *kept_rows) | "TableRows" >> beam.Flatten()
         table_errors = (errors, *kept_errors) | "TableErrors" >> beam.Flatten()
         _ = table_rows | "WriteMetadata" >> WriteTable(
@@ -112,8 +152,7 @@ class GazeCrop(beam.PTransform):
             first_ratio = ratio_label(self._crop_config.aspect_ratios[0])
             one_row_per_image = rows | "OneRowPerImage" >> beam.Filter(
                 lambda row: row["rank"] == 0 and row["aspect_ratio"] == first_ratio)
-            accounted = [one_row_per_image, match_errors, read_errors, decode_errors, inference_errors,
-                         crop_errors, write_errors, *skipped]
+            accounted = [one_row_per_image, match_errors, read_errors, *cropped.errors, *skipped]
             for i, done in enumerate(accounted):
                 _ = done | f"Progress{i}" >> Tick(self._progress_path)
         return rows, errors

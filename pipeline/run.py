@@ -40,20 +40,20 @@ from typing import Callable
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions, PortableOptions,
                                                   StandardOptions, TestOptions)
 
 from gazecrop.pipeline.compose import GazeCrop
 from gazecrop.pipeline.demo import write_demo_images
+from gazecrop.pipeline.job import counter, counters, focus_table
 from gazecrop.pipeline.lock import LockHeldError, root_lock
 from gazecrop.pipeline.options import RunOptions, parse
 from gazecrop.pipeline.progress import LOCAL_RUNNERS, ProgressBar, count_inputs
-from gazecrop.transforms.focus import FocusTableError, read_focus_rows
+from gazecrop.pipeline.stream import run_streaming
+from gazecrop.transforms.focus import FocusTableError
 from gazecrop.transforms.inference import DeepGazeModelHandler, describe_model
 from gazecrop.transforms.metadata import read_table, table_path
-from gazecrop.transforms.read import absolute_uri, input_roots, input_specs, names_a_file, read_input_list
-from gazecrop.transforms.select import FocusTable, resolve_focus_table
+from gazecrop.transforms.read import absolute_uri, input_specs, names_a_file, read_input_list
 from gazecrop.transforms.write import join
 
 _LOGGER = logging.getLogger(__name__)
@@ -210,23 +210,6 @@ def summarize(root: str, outcomes: tuple[list[dict], list[dict]] | None = None) 
     return Summary(read=cropped + len(errors), cropped=cropped, crops=len(metadata), failed=dict(failed))
 
 
-def job_input_roots(options: RunOptions, listed: list[str]) -> list[str]:
-    """The input roots that outputs and relative --focus keys are named from: the patterns' and the
-    listed URIs' (absolute, as `MatchImages` makes them); streaming from a subscription: the
-    --input_prefix, else `gs://` (a notified object is named `<bucket>/<object>`)."""
-    if options.input_subscription:
-        return [options.input_prefix or "gs://"]
-    return input_roots([absolute_uri(p) for p in options.inputs], [absolute_uri(u) for u in listed])
-
-
-def focus_table(options: RunOptions, listed: list[str]) -> FocusTable:
-    """The --focus table keyed by source URI (empty without --focus); raises `FocusTableError` naming the
-    file and row of a bad table, before any work."""
-    if not options.focus:
-        return FocusTable()
-    return resolve_focus_table(read_focus_rows(options.focus), job_input_roots(options, listed))
-
-
 def build(p: beam.Pipeline, options: RunOptions, *, listed: list[str] | None = None,
           handler: DeepGazeModelHandler | None = None, progress_path: str | None = None,
           announce: Callable[[str], None] = silent):
@@ -261,22 +244,6 @@ def with_demo_inputs(options: RunOptions) -> RunOptions:
     write_demo_images(directory)
     print(f"gazecrop: no --input given; cropping {directory}/* (demo images drawn by gazecrop)")
     return dataclasses.replace(options, inputs=(os.path.join(directory, "*"),))
-
-
-def counters(result) -> dict[str, int]:
-    """Every `gazecrop` Beam counter of a running or finished job, by name, summed over steps (committed
-    where the runner reports it, else attempted); empty where the runner reports none."""
-    found = result.metrics().query(MetricsFilter().with_namespace("gazecrop"))["counters"]
-    out: dict[str, int] = {}
-    for r in found:
-        value = r.committed if r.committed is not None else r.attempted
-        out[r.key.metric.name] = out.get(r.key.metric.name, 0) + (value or 0)
-    return out
-
-
-def counter(result, name: str) -> int:
-    """One `gazecrop` counter of a finished job (0 where the runner reported none)."""
-    return counters(result).get(name, 0)
 
 
 def built_only(pipeline_options: PipelineOptions) -> str | None:
@@ -362,7 +329,6 @@ def run(argv: list[str] | None = None) -> Summary:
     argv = sys.argv[1:] if argv is None else list(argv)
     options, beam_args = parse(argv)
     if options.streaming:  # until stopped; tables per window (pipeline/stream.py)
-        from gazecrop.pipeline.stream import run_streaming
         return run_streaming(options, beam_args, argv=argv)
     pipeline_options = PipelineOptions(beam_args)
     # One run at a time writes ROOT's tables (pipeline/lock.py); a job only built, not run, writes none.

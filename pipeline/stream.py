@@ -4,7 +4,8 @@
 Pub/Sub GCS notifications ─▶ ReadNotifications ─┐
  + --input_prefix, listed once at start (catch-up) ┤
    or  a glob, polled    ─▶ MatchNewFiles     ─┴▶ SkipRecorded ─▶ FirstDelivery ─▶ ReadMatchedFiles
-      ─▶ DecodeImages ─▶ PredictSaliency ─▶ SelectCrops ─▶ WriteCrops ─▶ metadata rows ─▶ fixed windows
+      ─▶ crop_sources: DecodeImages ─▶ PredictSaliency ─▶ SelectCrops ─▶ WriteCrops
+      ─▶ metadata rows ─▶ fixed windows
       ─▶ ROOT/metadata/stream-….parquet
    every stage's error rows ─────────────────────────▶ fixed windows ─▶ ROOT/errors/stream-….parquet
 ```
@@ -15,8 +16,9 @@ prefix at start (`--catch_up`, on by default there), so a file whose notificatio
 but never recorded is cropped by the next one. Stop and restart a job at any moment: each file ends
 in the tables once.
 
-The stages after the input are the batch job's own (`gazecrop.pipeline.compose`), so a streamed image is cropped
-and described exactly as in a batch run; only the tables differ (per window: `gazecrop.transforms.stream`).
+The stages after the read are the batch job's own chain (`gazecrop.pipeline.compose.crop_sources`), so a
+streamed image is cropped and described exactly as in a batch run; only the input and the tables differ
+(one file per window: `gazecrop.transforms.stream`).
 RunInference batches with `--max_batch_duration_secs`, so a lone image waits at most that long for a
 batch. With `--watch_model_pattern`, the model handler swaps in the newest readout file matching the
 pattern (`gazecrop.transforms.inference.ModelWatch`; why not RunInference's model side input: see
@@ -46,19 +48,18 @@ from collections.abc import Callable
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from gazecrop.pipeline.compose import crop_sources
+from gazecrop.pipeline.job import counters, focus_table
 from gazecrop.pipeline.lock import root_lock
 from gazecrop.pipeline.options import RunOptions
-from gazecrop.pipeline.run import counters, focus_table
-from gazecrop.transforms.decode import DecodeImages
 from gazecrop.transforms.generations import ListGenerations
-from gazecrop.transforms.inference import DeepGazeModelHandler, ModelWatch, PredictSaliency, describe_model
+from gazecrop.transforms.inference import DeepGazeModelHandler, ModelWatch, describe_model
 from gazecrop.transforms.metadata import ERRORS_SCHEMA, METADATA_SCHEMA, read_parquet, table_files
 from gazecrop.transforms.read import MatchImages, ReadMatchedFiles, absolute_uri
 from gazecrop.transforms.recorded import FirstDelivery, SkipRecorded
-from gazecrop.transforms.select import SelectCrops
 from gazecrop.transforms.stream import (MatchNewFiles, ReadNotifications, WriteWindowedTable, count_rows,
                                         new_run_id)
-from gazecrop.transforms.write import WriteCrops, join, settings_id
+from gazecrop.transforms.write import join
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -138,14 +139,10 @@ def build_streaming(p: beam.Pipeline, options: RunOptions, *, handler: DeepGazeM
                | "SkipRecorded" >> SkipRecorded(root=root)
                | "FirstDelivery" >> FirstDelivery())
     sources, read_errors = matched | "ReadMatchedFiles" >> ReadMatchedFiles(max_input_bytes=options.max_input_bytes)
-    decoded, decode_errors = sources | "DecodeImages" >> DecodeImages(
-        input_size=model_info.input_size, max_megapixels=options.max_megapixels)
-    predicted, inference_errors = decoded | "PredictSaliency" >> PredictSaliency(handler)
-    cropped, crop_errors = predicted | "SelectCrops" >> SelectCrops(config=crop_config, focus=focus)
-    rows, write_errors = cropped | "WriteCrops" >> WriteCrops(config=output, settings=settings_id(crop_config, output))
-    errors = ((*input_errors, read_errors, decode_errors, inference_errors, crop_errors, write_errors)
-              | "AllErrors" >> beam.Flatten())
-    rows = count_rows(rows, "metadata_rows", "CountMetadataRows")
+    cropped = crop_sources(sources, model_info=model_info, handler=handler, crop_config=crop_config, focus=focus,
+                           output=output, max_megapixels=options.max_megapixels)
+    errors = (*input_errors, read_errors, *cropped.errors) | "AllErrors" >> beam.Flatten()
+    rows = count_rows(cropped.rows, "metadata_rows", "CountMetadataRows")
     errors = count_rows(errors, "error_rows", "CountErrorRows")
     _ = rows | "WriteMetadata" >> WriteWindowedTable(
         root=root, name="metadata", schema=METADATA_SCHEMA, window_seconds=options.window_seconds, run_id=run_id)
