@@ -1,11 +1,12 @@
 """gazecrop's saliency model: a DeepGaze network (VGG16 body, trained readout) in Keras.
 
 ``load_model("default")`` returns the bundled trained model, ``load_model("fast")`` its pruned,
-distilled ~15× faster version (``gazecrop.tools.train_fast``); ``load_model("tiny")`` a tiny
+distilled version, about 16× faster (``gazecrop.tools.train_fast``); ``load_model("tiny")`` a tiny
 seeded stand-in for tests. See ``model/README.md`` (the model card).
 
 Keras and TensorFlow are imported on first use, so ``gazecrop.model.saliency`` and ``gazecrop.tools.metrics`` stay light
 to import (``gazecrop.model.images`` reads with the pipeline's decoder, so it imports Beam).
+``gazecrop.model.card`` reads a weights file's version, input short side and body with h5py alone.
 """
 
 __all__ = ["SaliencyModel", "WeightsError", "load_model"]

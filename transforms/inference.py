@@ -13,7 +13,9 @@ once per worker machine and every SDK process of that machine calls it through a
 (one GPU memory footprint where a GPU is present: TensorFlow places the model there itself).
 Through that proxy only the model's methods are reachable (`predict`), never its
 attributes; what the pipeline needs to know about the model (version, short side) comes from
-`ModelInfo`, read once when the pipeline is built. A job that runs in one process (the streaming
+`ModelInfo`, read once when the pipeline is built from the weights file's attributes (`describe_model`:
+h5py, no TensorFlow, so a Dataflow or Flink submitter needs neither TensorFlow nor the body weights). Each
+worker checks that the model it loads is that version. A job that runs in one process (the streaming
 DirectRunner) passes `share_across_processes=False`: there the proxy only costs, and as that runner
 calls `setup` for every bundle, it made a proxy per bundle, and the garbage collector's clean-up of old
 ones deadlocked Beam's in-process proxy server after ~5,000 images (`py-spy`: the server's accepter
@@ -62,13 +64,13 @@ class ModelInfo:
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """The model's input (h, w) for a source of (height, width): the model's own rule, which
         depends only on `short_side` (tests/test_inference.py checks it against a loaded model)."""
-        from gazecrop.model.loading import input_size
+        from gazecrop.model.card import input_size
         return input_size(height, width, self.short_side)
 
 
-# TensorFlow otherwise reserves nearly all GPU memory in the first process that touches the GPU (here
-# the launcher, which loads the model to learn its version); growing on demand lets the worker that
-# serves the model have the rest.
+# TensorFlow otherwise reserves nearly all GPU memory in the first process that touches the GPU (the
+# process that loads the model first: with an in-process runner, the one that also built the job);
+# growing on demand lets the worker that serves the model have the rest.
 TF_ENV_VARS = {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}
 
 
@@ -79,8 +81,8 @@ _LOAD_LOCK = threading.Lock()
 
 def load_cached(spec: str) -> Any:
     """`model.load_model(spec)`, once per process and one at a time: where the pipeline is built and
-    where it runs are the same process (the DirectRunner in-process), the model describe_model loaded is
-    reused."""
+    where it runs are the same process (the DirectRunner in-process), a model describe_model had to load
+    (the tiny test model, a file without a recorded version) is reused."""
     with _LOAD_LOCK:
         return _load_once(spec)
 
@@ -93,8 +95,17 @@ def _load_once(spec: str) -> Any:
     return load_model(spec)
 
 
-def describe_model(spec: str) -> ModelInfo:
-    """Load the model once (where the pipeline is built) and keep what the stages need to know."""
+def describe_model(spec: str, *, before_loading: Callable[[], None] | None = None) -> ModelInfo:
+    """What the stages need to know about the model, where the pipeline is built: read from its weights
+    file's attributes (`gazecrop.model.card`: h5py, no TensorFlow) for "default", "fast" and files that
+    record their version; otherwise (the seeded "tiny" test model, older files) by loading the model once,
+    after calling `before_loading` (it takes seconds). Raises `WeightsError` for a missing or foreign file."""
+    from gazecrop.model.card import read_card
+    card = read_card(str(spec))
+    if card is not None:
+        return ModelInfo(spec=str(spec), version=card.version, short_side=card.short_side)
+    if before_loading is not None:
+        before_loading()
     loaded = load_cached(str(spec))
     return ModelInfo(spec=str(spec), version=loaded.version, short_side=int(loaded.short_side))
 
@@ -188,7 +199,14 @@ class DeepGazeModelHandler(ModelHandler[DecodedImage, SaliencyImage, Any]):
         self._next_look = 0.0  # monotonic time of the next look at the watched pattern
 
     def load_model(self) -> Any:
-        return load_cached(self._model_info.spec)
+        """The job's model; refused when it is not the version the job was built for (every row carries
+        that version): a weights file stamped elsewhere than it runs, e.g. with another VGG16 body."""
+        model = load_cached(self._model_info.spec)
+        if model.version != self._model_info.version:
+            raise ValueError(f"model {self._model_info.spec} loads as version {model.version}, the job was built "
+                             f"for version {self._model_info.version} (recorded in the weights file); record "
+                             f"the version this installation computes: python -m gazecrop.model.card --stamp FILE")
+        return model
 
     def swapped_model(self) -> str:
         """The watched file whose model this worker now uses, "" for the job's own model; looks at the
