@@ -11,25 +11,32 @@ Two weight sources make one model:
 
 The fast model (``"fast"``, written by ``python -m gazecrop.tools.train_fast``) has a pruned body of its own:
 its file holds the body too (backbone ``"in-file"``, body arrays stored as float16).
+
+What the pipeline needs to know without the model (version, input short side) is read from the file's
+attributes by ``gazecrop.model.card`` (h5py only); ``save_readout`` records the version there. The names that
+module defines for TensorFlow-free callers (``BUNDLED``, ``FORMAT``, ``input_size``, ``WeightsError`` ...) are
+re-exported here.
 """
 
 import functools
 import hashlib
 import importlib.util
 import json
+import logging
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from gazecrop.model import network
+from gazecrop.model import card, network
+from gazecrop.model.card import (BUNDLED, FORMAT, FORMAT_VERSION, MAX_ASPECT, WEIGHTS_DIR, WeightsError, input_size,
+                                 read_readout_config)
 
-#: Folder of the bundled readout files.
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+__all__ = ["BACKBONES", "BODY_DTYPE", "BODY_IN_FILE", "BUNDLED", "FORMAT", "FORMAT_VERSION", "MAX_ASPECT",
+           "SaliencyModel", "TINY_CONFIG", "WEIGHTS_DIR", "WeightsError", "build_tiny", "input_size", "load_model",
+           "model_version", "read_readout_config", "save_readout"]
 
-#: Bundled models by name.
-BUNDLED = {"default": WEIGHTS_DIR / "default.weights.h5",
-           "fast": WEIGHTS_DIR / "fast.weights.h5"}
+_LOGGER = logging.getLogger(__name__)
 
 BACKBONES = ("hed", "imagenet")
 
@@ -39,36 +46,10 @@ BODY_IN_FILE = "in-file"
 #: Storage type of body arrays in such a file (halves it; the model computes in float32).
 BODY_DTYPE = np.float16
 
-#: Marks our readout files; bump FORMAT_VERSION when the layout changes.
-FORMAT = "gazecrop-readout"
-FORMAT_VERSION = 1
-
-#: Longest allowed long side as a multiple of the short side; longer images are squeezed.
-MAX_ASPECT = 4
-
 #: Config of the tiny test model.
 TINY_CONFIG = {"body": "tiny", "features": ["tiny_block3_conv"], "short_side": 224,
                "blur_kernel_size": 31, "blur_sigma": 10.0, "centre_bias_grid": 16,
                "backbone": "random", "seed": 0}
-
-
-def input_size(height, width, short_side):
-    """Model input (h, w) for a source of (height, width).
-
-    The short side becomes ``short_side``; the long side keeps the aspect ratio, rounded to a
-    multiple of 16 and at most ``MAX_ASPECT`` × the short side (longer images are squeezed).
-    """
-    if int(height) <= 0 or int(width) <= 0:
-        raise ValueError(f"height and width must be positive. Received: height={height}, width={width}")
-    s = int(short_side)
-    short, long = sorted((int(height), int(width)))
-    long_out = int(round(long * s / short / 16.0)) * 16
-    long_out = min(max(long_out, s), MAX_ASPECT * s)
-    return (s, long_out) if height <= width else (long_out, s)
-
-
-class WeightsError(ValueError):
-    """A weights file is missing, unreadable, or does not match the network it is loaded into."""
 
 
 class SaliencyModel:
@@ -193,9 +174,11 @@ def readout_layers(keras_model, *, with_body=False):
             if l.weights and l.name not in body and not l.name.startswith("tiny_")]
 
 
-def save_readout(keras_model, config, path, *, metadata=None):
+def save_readout(keras_model, config, path, *, metadata=None, stamp=True):
     """Writes the readout weights and config to ``path`` (HDF5); with the body (as float16) when
-    ``config["backbone"]`` is ``"in-file"``."""
+    ``config["backbone"]`` is ``"in-file"``. ``stamp``: then load the model from the file and record its
+    version there (``gazecrop.model.card``), so that a job built on the file needs no TensorFlow; a model
+    that cannot be loaded here (no body weights) leaves the file without it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -210,26 +193,12 @@ def save_readout(keras_model, config, path, *, metadata=None):
             dtype = BODY_DTYPE if layer.name in body else np.float32
             for i, w in enumerate(layer.get_weights()):
                 f.create_dataset(f"layers/{layer.name}/{i}", data=np.asarray(w, dtype))
+    if stamp:
+        try:
+            card.stamp(tmp)
+        except WeightsError as e:
+            _LOGGER.warning("%s: model version not recorded (%s); a job built on it loads the model first", path, e)
     tmp.replace(path)
-
-
-def read_readout_config(path):
-    """Returns (config, metadata) stored in a readout file, or raises ``WeightsError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"readout weights file {path} not found; expected a *.weights.h5 "
-                           f"written by `python -m gazecrop.tools.train`")
-    try:
-        with h5py.File(path, "r") as f:
-            fmt = f.attrs.get("format")
-            version = f.attrs.get("format_version")
-            if fmt != FORMAT or version != FORMAT_VERSION:
-                raise WeightsError(f"readout weights file {path} is not a {FORMAT} file version "
-                                   f"{FORMAT_VERSION} (found format={fmt!r}, version={version!r}); "
-                                   f"expected a file written by `python -m gazecrop.tools.train`")
-            return json.loads(f.attrs["config"]), json.loads(f.attrs.get("metadata", "{}"))
-    except OSError as e:
-        raise WeightsError(f"readout weights file {path} is not a readable HDF5 file: {e}") from e
 
 
 def load_readout(keras_model, path, *, with_body=False):
@@ -291,7 +260,7 @@ def load_model(name_or_path="default", *, backbone=None, body_weights=None):
 
     Args:
         name_or_path: ``"default"`` (the bundled trained model), ``"fast"`` (the bundled pruned,
-            distilled model: about 15× faster, see ``model/README.md``), ``"tiny"`` (random
+            distilled model: about 16× faster, see ``model/README.md``), ``"tiny"`` (random
             weights, for tests) or the path of a file written by ``python -m gazecrop.tools.train`` or
             ``python -m gazecrop.tools.train_fast``.
         backbone: ``"hed"`` or ``"imagenet"``; must match the backbone the readout was trained

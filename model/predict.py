@@ -28,8 +28,9 @@ from gazecrop.records import group_by_shape_of
 #: The bundled models ``load_model`` takes by name; any other spec is a readout weights file.
 MODEL_NAMES = ("default", "fast", "tiny")
 
-# TensorFlow otherwise reserves nearly all GPU memory in the first process that touches the GPU (in a
-# pipeline, the launcher); growing on demand lets the worker that serves the model have the rest. Set
+# TensorFlow otherwise reserves nearly all GPU memory in the first process that touches the GPU (the one
+# that loads the model first: with an in-process runner, the one that also built the job); growing on
+# demand lets the worker that serves the model have the rest. Set
 # before TensorFlow is imported, and passed to Beam's model handler for its worker processes.
 TF_ENV_VARS = {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}
 

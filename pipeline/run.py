@@ -214,13 +214,14 @@ def build(p: beam.Pipeline, options: RunOptions, *, listed: list[str] | None = N
           handler: DeepGazeModelHandler | None = None, progress_path: str | None = None,
           announce: Callable[[str], None] = silent):
     """Apply the job to `p`; reads the --focus table (and the --input_list, unless `listed` gives its
-    URIs) once (they travel with the job), then loads the model once to learn its version and input
-    geometry (`announce`d: it takes seconds)."""
+    URIs) once (they travel with the job), then learns the model's version and input geometry from its
+    weights file (`describe_model`; where the file does not record them, and for the tiny test model, by
+    loading the model: `announce`d, it takes seconds)."""
     listed = listed_uris(options) if listed is None else listed
     focus = focus_table(options, listed)
-    announce(f"loading the model ({options.model})…")
     try:
-        model_info = describe_model(options.model)
+        model_info = describe_model(options.model,
+                                    before_loading=lambda: announce(f"loading the model ({options.model})…"))
     except Exception as exc:  # a weights file that is no model, or a broken installation
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
         raise UsageError(f"--model {options.model} cannot be loaded: {reason}. "

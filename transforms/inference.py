@@ -13,7 +13,9 @@ once per worker machine and every SDK process of that machine calls it through a
 (one GPU memory footprint where a GPU is present: TensorFlow places the model there itself).
 Through that proxy only the model's methods are reachable (`predict`), never its
 attributes; what the pipeline needs to know about the model (version, short side) comes from
-`ModelInfo`, read once when the pipeline is built. A job that runs in one process (the streaming
+`ModelInfo`, read once when the pipeline is built from the weights file's attributes (`describe_model`:
+h5py, no TensorFlow, so a Dataflow or Flink submitter needs neither TensorFlow nor the body weights). Each
+worker checks that the model it loads is that version. A job that runs in one process (the streaming
 DirectRunner) passes `share_across_processes=False`: there the proxy only costs, and as that runner
 calls `setup` for every bundle, it made a proxy per bundle, and the garbage collector's clean-up of old
 ones deadlocked Beam's in-process proxy server after ~5,000 images (`py-spy`: the server's accepter
@@ -59,12 +61,21 @@ class ModelInfo:
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """The model's input (h, w) for a source of (height, width): the model's own rule, which
         depends only on `short_side` (tests/test_inference.py checks it against a loaded model)."""
-        from gazecrop.model.loading import input_size
+        from gazecrop.model.card import input_size
         return input_size(height, width, self.short_side)
 
 
-def describe_model(spec: str) -> ModelInfo:
-    """Load the model once (where the pipeline is built) and keep what the stages need to know."""
+def describe_model(spec: str, *, before_loading: Callable[[], None] | None = None) -> ModelInfo:
+    """What the stages need to know about the model, where the pipeline is built: read from its weights
+    file's attributes (`gazecrop.model.card`: h5py, no TensorFlow) for "default", "fast" and files that
+    record their version; otherwise (the seeded "tiny" test model, older files) by loading the model once,
+    after calling `before_loading` (it takes seconds). Raises `WeightsError` for a missing or foreign file."""
+    from gazecrop.model.card import read_card
+    card = read_card(str(spec))
+    if card is not None:
+        return ModelInfo(spec=str(spec), version=card.version, short_side=card.short_side)
+    if before_loading is not None:
+        before_loading()
     loaded = load_cached(str(spec))
     return ModelInfo(spec=str(spec), version=loaded.version, short_side=int(loaded.short_side))
 
@@ -141,7 +152,14 @@ class DeepGazeModelHandler(ModelHandler[DecodedImage, SaliencyImage, Any]):
         self._next_look = 0.0  # monotonic time of the next look at the watched pattern
 
     def load_model(self) -> Any:
-        return load_cached(self._model_info.spec)
+        """The job's model; refused when it is not the version the job was built for (every row carries
+        that version): a weights file stamped elsewhere than it runs, e.g. with another VGG16 body."""
+        model = load_cached(self._model_info.spec)
+        if model.version != self._model_info.version:
+            raise ValueError(f"model {self._model_info.spec} loads as version {model.version}, the job was built "
+                             f"for version {self._model_info.version} (recorded in the weights file); record "
+                             f"the version this installation computes: python -m gazecrop.model.card --stamp FILE")
+        return model
 
     def swapped_model(self) -> str:
         """The watched file whose model this worker now uses, "" for the job's own model; looks at the
