@@ -36,7 +36,8 @@ from typing import Any, Union
 import numpy as np
 
 from gazecrop.decode import DEFAULT_MAX_MEGAPIXELS, DecodeError, ModelInput, array_for_model, decode_for_model
-from gazecrop.model.predict import MODEL_NAMES, load_cached, predict_log_densities
+from gazecrop.model.card import MODEL_NAMES
+from gazecrop.model.predict import load_cached, predict_log_densities
 from gazecrop.search import CropConfig, Focus, crop_images, parse_aspect_ratios, ratio_label
 
 __all__ = ["CropBox", "Cropped", "crop"]

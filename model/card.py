@@ -28,9 +28,11 @@ them.
 from __future__ import annotations
 
 import argparse
+import difflib
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +45,19 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: Bundled models by name.
 BUNDLED = {"default": WEIGHTS_DIR / "default.weights.h5",
            "fast": WEIGHTS_DIR / "fast.weights.h5"}
+# What --model and gazecrop.crop(model=...) accept besides a readout weights file ("tiny": a seeded test model).
+MODEL_NAMES = (*BUNDLED, "tiny")
+
+
+def check_model_spec(text: str) -> str:
+    """`text` if it names a model (one of `MODEL_NAMES`, or a weights file that exists), else ValueError
+    with a suggestion: the check `--model` of `gazecrop run` and `gazecrop crop` makes before any work."""
+    if text in MODEL_NAMES or os.path.isfile(text):
+        return text
+    close = difflib.get_close_matches(text, MODEL_NAMES, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ValueError(f"expected {', '.join(MODEL_NAMES)} or a readout weights file (*.weights.h5) that "
+                     f"exists{hint}. Received: {text!r}")
 
 #: Marks our readout files; bump FORMAT_VERSION when the layout changes.
 FORMAT = "gazecrop-readout"

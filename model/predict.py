@@ -26,7 +26,6 @@ from gazecrop.model.saliency import resize_log_density
 from gazecrop.records import group_by_shape_of
 
 #: The bundled models ``load_model`` takes by name; any other spec is a readout weights file.
-MODEL_NAMES = ("default", "fast", "tiny")
 
 # TensorFlow otherwise reserves nearly all GPU memory in the first process that touches the GPU (the one
 # that loads the model first: with an in-process runner, the one that also built the job); growing on

@@ -14,6 +14,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from gazecrop.model.card import check_model_spec
 from gazecrop.search import DEFAULT_ASPECT_RATIOS, CropConfig, parse_aspect_ratios, ratio_dirname
 
 DESCRIPTION = """Crop a few pictures in this process, with no Beam job: the boxes `gazecrop run` writes for them.
@@ -43,13 +44,11 @@ def _aspect_ratios(text: str):
 
 
 def _model(text: str) -> str:
-    """--model: a bundled model's name, or a readout weights file that exists (checked before any work)."""
-    from gazecrop.model.predict import MODEL_NAMES
-
-    if text in MODEL_NAMES or os.path.isfile(text):
-        return text
-    raise argparse.ArgumentTypeError(f"expected {', '.join(MODEL_NAMES)} or a readout weights file "
-                                     f"(*.weights.h5) that exists. Received: {text!r}")
+    """--model, checked as `gazecrop run` checks it."""
+    try:
+        return check_model_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 class _Parser(argparse.ArgumentParser):

@@ -17,22 +17,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import json
 import math
-import os
 from collections.abc import Callable
 from typing import Any
 
+from gazecrop.model.card import MODEL_NAMES, check_model_spec
 from gazecrop.search import (MAX_ASPECT_RATIOS, MAX_RATIO_SPREAD, MAX_RATIO_TERM, CropConfig, parse_aspect_ratios,
                              ratio_label)
 from gazecrop.transforms.incremental import INCREMENTAL_CHECKS
 from gazecrop.transforms.read import DEFAULT_MAX_INPUT_BYTES
 from gazecrop.transforms.write import OUTPUT_FORMATS, OutputConfig
 
-# --model names besides a readout weights file (model.loading.BUNDLED and "tiny"; not imported from there:
-# that module imports Keras, seconds before the first line of output).
-MODEL_NAMES = ("default", "fast", "tiny")
 
 # Other spellings of the --output_format values (the file extensions people type).
 OUTPUT_FORMAT_ALIASES = {"jpg": "jpeg", "jpe": "jpeg"}
@@ -112,12 +108,10 @@ def parse_output_format(text: str) -> str:
 
 def parse_model(text: str) -> str:
     """--model: one of `MODEL_NAMES`, or a readout weights file that exists (checked before any work)."""
-    if text in MODEL_NAMES or os.path.isfile(text):
-        return text
-    close = difflib.get_close_matches(text, MODEL_NAMES, n=1)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    raise argparse.ArgumentTypeError(f"expected {', '.join(MODEL_NAMES)} or a readout weights file "
-                                     f"(*.weights.h5) that exists{hint}. Received: {text!r}")
+    try:
+        return check_model_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 # ----------------------------------------------------------------------------------------------

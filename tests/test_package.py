@@ -79,6 +79,13 @@ def test_the_model_layer_imports_no_beam(tmp_path):
     assert done.stdout.split() == ["False", "True"]
 
 
+def test_the_crop_command_imports_no_beam(tmp_path):
+    """`gazecrop crop` runs no Beam job, so it does not pay Beam's seconds of import either."""
+    done = python("import sys, gazecrop.pipeline.crop_command; print('apache_beam' in sys.modules)", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
+
+
 def test_imports_point_one_way(installed):
     """import-linter's contracts (.importlinter): layers tools > pipeline > transforms > api > model > core,
     and the core free of Beam and TensorFlow, the model free of Beam, imports inside functions included."""
