@@ -180,6 +180,74 @@ def test_maximises_mass_like_brute_force():
             assert c.saliency_kept >= mass.max() - 1e-6, (seed, c)
 
 
+def _brute_force_masses(dens, w, h):
+    """Mass of the (w, h) window at every integer offset of a source-pixel density: (H - h + 1, W - w + 1)."""
+    sat = np.pad(dens.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    ys = np.arange(dens.shape[0] - h + 1)[:, None]
+    xs = np.arange(dens.shape[1] - w + 1)[None, :]
+    return sat[ys + h, xs + w] - sat[ys, xs + w] - sat[ys + h, xs] + sat[ys, xs]
+
+
+def _iou_grid(c, w, h, shape):
+    """IoU of crop ``c`` with the (w, h) window at every offset of ``_brute_force_masses``' grid."""
+    ys = np.arange(shape[0])[:, None]
+    xs = np.arange(shape[1])[None, :]
+    ix = np.clip(np.minimum(xs + w, c.x + c.width) - np.maximum(xs, c.x), 0, None)
+    iy = np.clip(np.minimum(ys + h, c.y + c.height) - np.maximum(ys, c.y), 0, None)
+    return ix * iy / (w * h + c.width * c.height - ix * iy)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_largest_window_is_the_exact_best_on_random_maps(seed):
+    # Rough maps with several peaks (where a coarse grid and local refinement can stop on the wrong peak),
+    # sources a whole multiple of the map so that every window's mass is summed on source pixels: the
+    # chosen window keeps the brute-force maximum (within tie_tolerance) for every ratio, the second rank
+    # the maximum among windows overlapping rank 0 at most candidate_overlap, and inside a focus box the
+    # maximum among the windows containing it.
+    rng = np.random.default_rng(100 + seed)
+    config = CropConfig(aspect_ratios=RATIOS + ((3, 1), (1, 3)), candidates=2)
+    for _ in range(6):
+        h, w = (int(v) for v in rng.integers(6, 24, 2))
+        factor = int(rng.integers(3, 40))
+        ld = (rng.normal(size=(h, w)) * 2).astype(np.float32)
+        for _peak in range(3):
+            ld[rng.integers(0, h), rng.integers(0, w)] += 4
+        dens = _upsampled_mass(ld, factor)
+        size = (w * factor, h * factor)
+        box = (int(rng.integers(0, size[0])), int(rng.integers(0, size[1])), 1, 1)     # one pixel
+        for focus in (None, box):
+            crops = choose_crops(ld[None], [size], config, focus=[focus])[0]
+            for label in {c.aspect_ratio for c in crops}:
+                ranked = [c for c in crops if c.aspect_ratio == label]
+                first = ranked[0]
+                mass = _brute_force_masses(dens, first.width, first.height)
+                if focus is not None:       # offsets whose window holds the focus pixel
+                    ys, xs = np.mgrid[0:mass.shape[0], 0:mass.shape[1]]
+                    fx, fy = int(focus[0]), int(focus[1])
+                    mass = np.where((xs <= fx) & (fx < xs + first.width) & (ys <= fy) & (fy < ys + first.height),
+                                    mass, -np.inf)
+                assert first.saliency_kept == pytest.approx(mass[first.y, first.x], abs=1e-9)
+                assert first.saliency_kept >= mass.max() - config.tie_tolerance, (seed, focus, first)
+                if len(ranked) > 1:
+                    second = ranked[1]
+                    apart = _iou_grid(first, first.width, first.height, mass.shape) <= config.candidate_overlap
+                    assert second.saliency_kept >= np.where(apart, mass, -np.inf).max() - config.tie_tolerance
+
+
+def test_smaller_scales_still_compete_with_the_exact_largest_window():
+    # min_scale < 1: the largest window is searched exactly and a smaller one wins only on score.
+    rng = np.random.default_rng(7)
+    config = CropConfig(min_scale=0.7, area_weight=0.1)
+    for _ in range(5):
+        ld = (rng.normal(size=(12, 16)) * 2).astype(np.float32)
+        dens = _upsampled_mass(ld, 20)
+        crops = choose_crops(ld[None], [(320, 240)], config)[0]
+        largest = window_sizes([(320, 240)], config.aspect_ratios)[0, :, 0]
+        for c, (w, h) in zip(crops, largest):
+            best_largest = _brute_force_masses(dens, w, h).max() - config.area_weight
+            assert c.score >= best_largest - config.tie_tolerance
+
+
 def test_uniform_map_gives_centred_crops():
     out = choose_crops(np.zeros((2, 20, 30), np.float32), [(1000, 700), (701, 1001)])
     for crops, (w, h) in zip(out, [(1000, 700), (701, 1001)]):

@@ -194,3 +194,100 @@ def test_reproduces_the_issue_table_on_mit1003_val():
     summary = cropeval.summarise(res)
     np.testing.assert_allclose(summary["centre"]["per_ratio"], [0.944, 0.928, 0.760, 0.880], atol=0.003)
     np.testing.assert_allclose(summary["best"]["per_ratio"], [0.974, 0.961, 0.821, 0.929], atol=0.003)
+
+
+def _write_metadata(path, rows):
+    """A metadata table as ``gazecrop run`` writes it (the columns ``read_boxes`` reads), from
+    (source_uri, width, height, ratio label, rank, (x, y, w, h)) rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = ["source_uri", "source_width", "source_height", "aspect_ratio", "rank"]
+    columns = {n: [r[i] for r in rows] for i, n in enumerate(names)}
+    for i, n in enumerate(["crop_x", "crop_y", "crop_width", "crop_height"]):
+        columns[n] = [r[5][i] for r in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+
+
+SIZES = {"wide.png": (240, 120), "tall.jpg": (120, 200), "square.png": (160, 160), "plain.png": (200, 150)}
+
+
+def test_boxes_table_scores_known_boxes(dataset, tmp_path, capsys):
+    # wide.png gets the best windows, tall.jpg the centred ones, square.png the top-left ones; plain.png has
+    # no row (missing); rank-1 rows (the whole image) are ignored. Written as two Parquet files of a folder.
+    labels = [cropeval.ratio_label(r) for r in RATIOS]
+    fixations = cropeval.read_fixations(dataset)
+    expected, rows = {}, []
+    for name, (w, h) in SIZES.items():
+        windows = window_sizes([(w, h)], RATIOS)[0, :, 0]
+        fy, fx = fixations[name].int_coords(h, w)
+        if name == "wide.png":
+            boxes = cropeval.best_boxes(fy, fx, w, h, windows)
+        elif name == "tall.jpg":
+            boxes = cropeval.centre_boxes(w, h, windows)
+        elif name == "square.png":
+            boxes = np.concatenate([np.zeros_like(windows), windows], axis=1)
+        else:
+            continue
+        expected[name] = cropeval.fixation_share(fy, fx, boxes)
+        for label, box in zip(labels, boxes.tolist()):
+            rows.append((f"gs://bucket/photos/{name}", w, h, label, 0, box))
+            rows.append((f"gs://bucket/photos/{name}", w, h, label, 1, (0, 0, w, h)))
+    root = tmp_path / "out" / "metadata"
+    _write_metadata(root / "part-0.parquet", rows[:10])
+    _write_metadata(root / "part-1.parquet", rows[10:])
+
+    table = cropeval.read_boxes(root)
+    assert sorted(table) == ["square.png", "tall.jpg", "wide.png"]
+    assert table["tall.jpg"].width == 120 and len(table["tall.jpg"].boxes) == 4
+
+    names = cropeval.read_image_list(dataset / "splits" / "val.txt")
+    res = cropeval.evaluate(dataset, names, CropConfig(aspect_ratios=RATIOS), methods=("centre", "best"),
+                            tables={"table": table})
+    assert res.names == ["wide.png", "tall.jpg", "square.png"]
+    assert list(res.missing) == ["plain.png"] and "no row" in res.missing["plain.png"]
+    for i, name in enumerate(res.names):
+        np.testing.assert_allclose(res.shares["table"][i], expected[name])
+    np.testing.assert_allclose(res.shares["table"][0], res.shares["best"][0])
+    np.testing.assert_allclose(res.shares["table"][1], res.shares["centre"][1])
+    # The gain pools over images and ratios as for the model: (table - centre) / (best - centre).
+    summary = cropeval.summarise(res)
+    t, c, b = res.shares["table"], res.shares["centre"], res.shares["best"]
+    assert summary["table"]["gain"] == pytest.approx((t - c).sum() / (b - c).sum())
+    np.testing.assert_allclose(summary["table"]["gain_per_ratio"], (t - c).sum(0) / (b - c).sum(0))
+
+    out = tmp_path / "r.json"
+    assert cropeval.main(["--dataset", str(dataset), "--images", str(dataset / "splits" / "val.txt"),
+                          "--boxes", str(root), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| table |" in text and "| centre |" in text and "| best |" in text and "| gazecrop |" not in text
+    assert "missing: 1 images" in text and "plain.png" in text
+    data = json.loads(out.read_text())
+    assert data["missing"] == {"plain.png": "table: no row in the table"}
+    assert data["summary"]["table"]["gain"] == pytest.approx(summary["table"]["gain"])
+    np.testing.assert_allclose(data["shares"]["table"], t)
+
+
+def test_boxes_table_problems(dataset, tmp_path):
+    box = (0, 0, 120, 120)
+    # A ratio without a rank-0 row: the image is missing, with the reason.
+    _write_metadata(tmp_path / "a.parquet", [("/x/tall.jpg", 120, 200, "1:1", 0, (0, 40, 120, 120)),
+                                              ("/x/wide.png", 240, 120, "1:1", 0, box)])
+    res = cropeval.evaluate(dataset, ["tall.jpg", "wide.png"], CropConfig(aspect_ratios=((1, 1), (16, 9))),
+                            methods=("centre",), tables={"table": cropeval.read_boxes(tmp_path / "a.parquet")})
+    assert res.names == [] and "16:9" in res.missing["tall.jpg"]
+    # A size that is not the stimulus's: another image of the same name.
+    _write_metadata(tmp_path / "b.parquet", [("/x/wide.png", 480, 240, "1:1", 0, box)])
+    with pytest.raises(ValueError, match="not the same image"):
+        cropeval.evaluate(dataset, ["wide.png"], CropConfig(aspect_ratios=((1, 1),)), methods=(),
+                          tables={"table": cropeval.read_boxes(tmp_path / "b.parquet")})
+    # Two sources of one file name, or two rank-0 boxes for one source and ratio: ambiguous.
+    _write_metadata(tmp_path / "c.parquet", [("/x/wide.png", 240, 120, "1:1", 0, box),
+                                              ("/y/wide.png", 240, 120, "1:1", 0, box)])
+    with pytest.raises(ValueError, match="two sources named"):
+        cropeval.read_boxes(tmp_path / "c.parquet")
+    _write_metadata(tmp_path / "d.parquet", [("/x/wide.png", 240, 120, "1:1", 0, box),
+                                              ("/x/wide.png", 240, 120, "1:1", 0, (1, 0, 120, 120))])
+    with pytest.raises(ValueError, match="two rank-0"):
+        cropeval.read_boxes(tmp_path / "d.parquet")

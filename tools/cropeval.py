@@ -18,6 +18,14 @@ Methods:
 With several ``--model`` (e.g. ``--model default --model fast``) each model's crops are a row
 ``gazecrop (<model>)``.
 
+``--boxes TABLE`` scores the crops a ``gazecrop run`` wrote instead (its metadata table: a Parquet file
+or the output root's ``metadata/`` folder), row ``table`` (``table (<label>)`` for ``--boxes LABEL=TABLE``;
+repeatable), beside ``centre`` and ``best`` (and any ``--methods`` named), with the same shares and gains
+as the model's rows: the pipeline's crops (its decode, model and search) measured as the model's are.
+A row's ``source_uri`` is matched to the dataset's images by file name; rows of rank > 0 are ignored;
+images of the list without a rank-0 row for every ratio are left out of every row and reported
+(``missing``).
+
 Printed: the mean share kept per ratio and overall, the gain ``(method - centre) / (best - centre)``
 per ratio and pooled over images and ratios, and seconds per image. Model predictions are cached
 (``$GAZECROP_CACHE/cropeval/<model version>/``) so that trying crop options takes seconds.
@@ -46,6 +54,8 @@ METHODS = ("gazecrop", "centre", "best", "smartcrop", "vips-attention", "vips-en
 #: ``evaluate(focus=FIXATION_PEAK)``: each image's most fixated point is its focus (exploration).
 FIXATION_PEAK = "fixation-peak"
 OPTIONAL = {"smartcrop": "smartcrop", "vips-attention": "pyvips", "vips-entropy": "pyvips"}
+#: The methods scored beside ``--boxes`` tables unless ``--methods`` says otherwise (the gain's two ends).
+BASELINES_FOR_TABLES = ("centre", "best")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,6 +217,82 @@ class Predictor:
 
 
 # ----------------------------------------------------------------------------------------------
+# Crops a pipeline run wrote (--boxes)
+# ----------------------------------------------------------------------------------------------
+
+#: The metadata columns ``read_boxes`` needs (``gazecrop.transforms.metadata.METADATA_SCHEMA``).
+BOX_COLUMNS = ("source_uri", "source_width", "source_height", "aspect_ratio", "rank",
+               "crop_x", "crop_y", "crop_width", "crop_height")
+
+
+class TableBoxes(NamedTuple):
+    """The rank-0 crops of one source in a metadata table."""
+    source_uri: str
+    width: int               # the source as the pipeline saw it (after EXIF orientation)
+    height: int
+    boxes: dict              # ratio label "16:9" -> (x, y, width, height)
+
+
+def read_boxes(path) -> dict:
+    """A ``gazecrop run`` metadata table (a Parquet file, or a folder of them such as ``ROOT/metadata``)
+    -> {file name: ``TableBoxes``} of its rank-0 crops.
+
+    Images are named by the last part of ``source_uri``, as the dataset's stimuli are. Two sources with the
+    same file name, or two different rank-0 boxes for one source and ratio (a table gathered from runs with
+    other settings), raise ``ValueError``: the score would depend on which one was taken.
+    """
+    import pyarrow.dataset as ds
+
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"--boxes: no such file or folder: {path}")
+    table = ds.dataset(str(path), format="parquet").to_table(columns=list(BOX_COLUMNS))
+    columns = {c: table.column(c).to_pylist() for c in BOX_COLUMNS}
+    out: dict = {}
+    for i in range(table.num_rows):
+        if columns["rank"][i] != 0:
+            continue
+        uri = columns["source_uri"][i]
+        name = uri.rstrip("/").rsplit("/", 1)[-1]
+        entry = out.setdefault(name, TableBoxes(uri, int(columns["source_width"][i]),
+                                                int(columns["source_height"][i]), {}))
+        if entry.source_uri != uri:
+            raise ValueError(f"--boxes {path}: two sources named {name!r} ({entry.source_uri}, {uri}); "
+                             f"images are matched to the dataset by file name")
+        box = tuple(int(columns[c][i]) for c in ("crop_x", "crop_y", "crop_width", "crop_height"))
+        label = columns["aspect_ratio"][i]
+        if entry.boxes.setdefault(label, box) != box:
+            raise ValueError(f"--boxes {path}: {uri} has two rank-0 {label} crops ({entry.boxes[label]}, {box}); "
+                             f"give one run's table")
+    return out
+
+
+def table_boxes(entry: Optional[TableBoxes], labels) -> tuple[Optional[np.ndarray], Optional[str]]:
+    """(R, 4) boxes of ``entry`` in the order of ``labels``, or (None, why not)."""
+    if entry is None:
+        return None, "no row in the table"
+    absent = [label for label in labels if label not in entry.boxes]
+    if absent:
+        return None, f"no rank-0 crop for {', '.join(absent)}"
+    return np.asarray([entry.boxes[label] for label in labels], dtype=np.int64), None
+
+
+def _parse_boxes_arg(values) -> dict:
+    """``--boxes [LABEL=]TABLE`` (repeatable) -> {row name: table path}: ``table`` alone, ``table (LABEL)``
+    with a label, ``table (<path>)`` when several tables have none."""
+    out = {}
+    for value in values or ():
+        label, sep, path = value.partition("=")
+        if not sep or not label or "/" in label:
+            label, path = "", value
+        name = f"table ({label})" if label else ("table" if len(values) == 1 else f"table ({path})")
+        if name in out:
+            raise SystemExit(f"--boxes: two tables named {name!r}; label them LABEL=TABLE")
+        out[name] = path
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------
 
@@ -219,6 +305,7 @@ class Result:
     skipped: dict           # method -> reason
     model_version: str = ""
     predicted: int = 0      # model predictions made (the rest came from the cache)
+    missing: dict = dataclasses.field(default_factory=dict)   # image -> why a --boxes table cannot score it
 
 
 def read_focus(path) -> dict:
@@ -276,12 +363,15 @@ class _Tally:
 
 
 def evaluate(dataset, names, config: CropConfig, *, methods=METHODS, model="default",
-             cache_dir=None, focus=None, log=None) -> Result:
+             cache_dir=None, focus=None, log=None, tables=None) -> Result:
     """Runs every method on every image; see the module docstring.
 
     ``model`` is a ``load_model`` name or path, or a ``Predictor`` (reused across calls when trying
-    crop options); ``focus`` is None, {image name: Focus} or ``FIXATION_PEAK``. Steps per image:
-    ``read_stimulus``, then ``gazecrop_crops`` or ``baseline_boxes`` per method, scored by ``fixation_share``.
+    crop options); ``focus`` is None, {image name: Focus} or ``FIXATION_PEAK``; ``tables`` is None or
+    {row name: ``read_boxes`` result}: crops already made, scored as rows of their own. Images that a
+    table cannot score (``table_boxes``) are left out of every row and listed in ``Result.missing``.
+    Steps per image: ``read_stimulus``, then ``gazecrop_crops`` or ``baseline_boxes`` per method and
+    ``table_boxes`` per table, scored by ``fixation_share``.
     """
     dataset = Path(dataset)
     fixations = read_fixations(dataset)
@@ -291,9 +381,25 @@ def evaluate(dataset, names, config: CropConfig, *, methods=METHODS, model="defa
     if "gazecrop" in active:
         predictor = model if isinstance(model, Predictor) else Predictor(model, cache_dir)
     tally = _Tally(active, predictor, any_rank="gazecrop" in active and config.candidates > 1)
+    tables = tables or {}
+    labels = [ratio_label(r) for r in config.aspect_ratios]
+    for row in tables:
+        tally.shares[row], tally.seconds[row] = [], 0.0
+    missing = {}
     spectral_config = CropConfig(aspect_ratios=config.aspect_ratios)
     for i, name in enumerate(names):
+        found = {row: table_boxes(table.get(name), labels) for row, table in tables.items()}
+        why = "; ".join(f"{row}: {reason}" for row, (_, reason) in found.items() if reason)
+        if why:
+            missing[name] = why
+            continue
         image = read_stimulus(dataset, name, fixations, config.aspect_ratios)
+        for row, (boxes, _) in found.items():
+            entry = tables[row][name]
+            if (entry.width, entry.height) != (image.width, image.height):
+                raise ValueError(f"{row}: {entry.source_uri} is {entry.width}x{entry.height} in the table but "
+                                 f"{dataset / 'stimuli' / name} is {image.width}x{image.height}: not the same image")
+            tally.shares[row].append(fixation_share(image.rows, image.cols, boxes))
         tally.names.append(name)
         for method in active:
             if method == "gazecrop":
@@ -305,7 +411,7 @@ def evaluate(dataset, names, config: CropConfig, *, methods=METHODS, model="defa
             tally.shares[method].append(fixation_share(image.rows, image.cols, boxes))
         if log and (i + 1) % 20 == 0:
             log(f"  {i + 1}/{len(names)} images")
-    return tally.result(config.aspect_ratios, skipped)
+    return dataclasses.replace(tally.result(config.aspect_ratios, skipped), missing=missing)
 
 
 def gazecrop_crops(image: _Stimulus, predictor: Predictor, config: CropConfig, focus, tally: _Tally) -> None:
@@ -396,6 +502,10 @@ def format_table(result: Result, summary: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     for method, why in result.skipped.items():
         lines.append(f"(skipped {method}: {why})")
+    if result.missing:
+        shown = [f"{name} ({why})" for name, why in list(result.missing.items())[:10]]
+        more = f", and {len(result.missing) - 10} more" if len(result.missing) > 10 else ""
+        lines.append(f"(missing: {len(result.missing)} images left out of every row: {', '.join(shown)}{more})")
     return "\n".join(lines)
 
 
@@ -409,7 +519,12 @@ def _parser():
     p.add_argument("--model", action="append",
                    help="load_model name ('default', 'fast', …) or weights path; repeatable, one "
                         "'gazecrop (<model>)' row each (default: default)")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of: %(default)s")
+    p.add_argument("--methods", help=f"comma-separated subset of: {','.join(METHODS)} (default: all; with "
+                                      f"--boxes: centre,best)")
+    p.add_argument("--boxes", action="append", metavar="[LABEL=]TABLE",
+                   help="score the crops of a 'gazecrop run' metadata table (a Parquet file or ROOT/metadata) "
+                        "as row 'table' ('table (LABEL)'); repeatable. Rows match the dataset's images by "
+                        "file name; images without a rank-0 row for every ratio are reported as missing")
     p.add_argument("--ratios", "--aspect_ratios", dest="ratios", default="1:1,16:9,9:16,4:5",
                    help="aspect ratios (default: %(default)s)")
     p.add_argument("--min_scale", type=float, default=d.min_scale, help="CropConfig.min_scale (default: %(default)s)")
@@ -452,7 +567,8 @@ def main(argv=None) -> int:
     ``summarise`` -> the table printed (and the ``--json`` file)."""
     args = _parser().parse_args(argv)
     config = crop_config(args)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods_text = args.methods or (",".join(BASELINES_FOR_TABLES) if args.boxes else ",".join(METHODS))
+    methods = [m.strip() for m in methods_text.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; expected some of {','.join(METHODS)}")
@@ -464,9 +580,11 @@ def main(argv=None) -> int:
     cache = None if args.no_cache else (Path(args.cache) if args.cache else default_cache_dir())
     start = time.perf_counter()
     specs = args.model or ["default"]
-    result, versions = evaluate_models(dataset, names, config, methods, specs, cache, focus)
+    tables = {row: read_boxes(path) for row, path in _parse_boxes_arg(args.boxes).items()}
+    result, versions = evaluate_models(dataset, names, config, methods, specs, cache, focus, tables)
     summary = summarise(result)
-    print(f"dataset {dataset} ({len(result.names)} images), model {', '.join(versions)}, {config}")
+    models = f"model {', '.join(versions)}" if "gazecrop" in methods else "no model"
+    print(f"dataset {dataset} ({len(result.names)} images), {models}, {config}")
     print("share of fixations kept per ratio, mean; gain = (method - centre) / (best - centre)")
     print(format_table(result, summary))
     if "gazecrop" in methods:
@@ -479,7 +597,8 @@ def main(argv=None) -> int:
             "model_version": result.model_version if len(specs) == 1 else versions,
             "config": dataclasses.asdict(config), "images": result.names,
             "shares": {m: v.tolist() for m, v in result.shares.items()},
-            "summary": summary, "skipped": result.skipped}, indent=1, default=str))
+            "summary": summary, "skipped": result.skipped,
+            "boxes": _parse_boxes_arg(args.boxes), "missing": result.missing}, indent=1, default=str))
     return 0
 
 
@@ -503,17 +622,18 @@ def image_names(args, dataset: Path) -> list:
     return names
 
 
-def evaluate_models(dataset, names, config, methods, specs, cache, focus):
-    """Every method with the first ``--model``, then the gazecrop method with each further model, one
-    ``gazecrop (<model>)`` row each. Returns the result and ``"<spec> <version>"`` per model."""
+def evaluate_models(dataset, names, config, methods, specs, cache, focus, tables=None):
+    """Every method (and the ``--boxes`` tables) with the first ``--model``, then the gazecrop method with
+    each further model on the same images, one ``gazecrop (<model>)`` row each. Returns the result and
+    ``"<spec> <version>"`` per model."""
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     result = evaluate(dataset, names, config, methods=methods, model=specs[0], cache_dir=cache,
-                      focus=focus, log=log)
+                      focus=focus, log=log, tables=tables)
     versions = [f"{specs[0]} {result.model_version}"]
     if len(specs) > 1 and "gazecrop" in methods:
         result = with_model_rows(result, specs[0])
         for spec in specs[1:]:
-            other = evaluate(dataset, names, config, methods=("gazecrop",), model=spec,
+            other = evaluate(dataset, result.names, config, methods=("gazecrop",), model=spec,
                              cache_dir=cache, focus=focus, log=log)
             result = with_model_rows(result, spec, other)
             versions.append(f"{spec} {other.model_version}")
