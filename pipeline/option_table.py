@@ -320,7 +320,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("model", default="default", parse=parse_model, metavar="MODEL", group="model",
            values=f"{', '.join(MODEL_NAMES)} or a readout weights file",
            help="`default` (bundled weights), `fast` (the bundled fast model: pruned and distilled, about 16× "
-                "faster on CPU at nearly the same quality, 5.9× end to end in `gazecrop bench`, input short side "
+                "faster on CPU at nearly the same quality, 5.9× end to end in `python -m gazecrop.tools.bench`, input short side "
                 "128; model/README.md, \"Fast model\"), `tiny` (random test model) or a readout weights file "
                 "(`*.weights.h5` from `python -m gazecrop.tools.train`); checked before any work",
            flex=Flex("Saliency model")),

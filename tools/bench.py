@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             f.write("\n".join(paths) + "\n")
         output = os.path.join(workdir, f"out-{known.images}")
         shutil.rmtree(output, ignore_errors=True)
-        print(f"gazecrop bench: {known.images} synthetic JPEGs (long side {known.long_side} px), "
+        print(f"gazecrop.tools.bench: {known.images} synthetic JPEGs (long side {known.long_side} px), "
               f"model {known.model!r}, batch size {known.batch_size}, {os.cpu_count()} CPUs")
         if not known.skip_model_only:  # model alone before and after the pipeline: fairer under drifting load
             before = run_model_only(paths, known.model, known.batch_size)
