@@ -36,7 +36,7 @@ from typing import Any, Union
 import numpy as np
 
 from gazecrop.decode import DEFAULT_MAX_MEGAPIXELS, DecodeError, ModelInput, array_for_model, decode_for_model
-from gazecrop.model.card import MODEL_NAMES
+from gazecrop.model.card import MODEL_NAMES, check_model_spec
 from gazecrop.model.predict import load_cached, predict_log_densities
 from gazecrop.search import CropConfig, Focus, crop_images, parse_aspect_ratios, ratio_label
 
@@ -121,10 +121,11 @@ def _check_model(model) -> str:
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be {', '.join(map(repr, MODEL_NAMES))} or a readout weights file path. "
                         f"Received: model={model!r}")
-    if str(model) not in MODEL_NAMES and not os.path.isfile(model):
+    try:
+        return check_model_spec(str(model))  # what --model accepts
+    except ValueError:
         raise ValueError(f"model must be {', '.join(map(repr, MODEL_NAMES))} or a readout weights file "
-                         f"(*.weights.h5) that exists. Received: model={str(model)!r}")
-    return str(model)
+                         f"(*.weights.h5) that exists. Received: model={str(model)!r}") from None
 
 
 def _check_max_megapixels(max_megapixels) -> float:

@@ -14,7 +14,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from gazecrop.model.card import check_model_spec
+from gazecrop.pipeline.argtypes import parse_model, parse_ratios
 from gazecrop.search import DEFAULT_ASPECT_RATIOS, CropConfig, parse_aspect_ratios, ratio_dirname
 
 DESCRIPTION = """Crop a few pictures in this process, with no Beam job: the boxes `gazecrop run` writes for them.
@@ -35,22 +35,6 @@ still cropped); 2 a usage error (nothing done).
 JPEG_QUALITY = 90
 
 
-def _aspect_ratios(text: str):
-    """`parse_aspect_ratios` for argparse, keeping its message (argparse would print "invalid value")."""
-    try:
-        return parse_aspect_ratios(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def _model(text: str) -> str:
-    """--model, checked as `gazecrop run` checks it."""
-    try:
-        return check_model_spec(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, but an error is one line (no usage dump before it), as `gazecrop run`'s."""
 
@@ -63,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", metavar="FILE", help="image files (any format `gazecrop run` reads)")
     parser.add_argument("--aspect_ratios", default=",".join(f"{a}:{b}" for a, b in DEFAULT_ASPECT_RATIOS),
-                        type=_aspect_ratios, help="comma-separated W:H ratios (also WxH, W/H, 1.91:1), as "
+                        type=parse_ratios, help="comma-separated W:H ratios (also WxH, W/H, 1.91:1), as "
                                                   "`gazecrop run` takes them (default: %(default)s)")
-    parser.add_argument("--model", default="default", type=_model,
+    parser.add_argument("--model", default="default", type=parse_model,
                         help="'default', 'fast', 'tiny' or a readout weights file (default: %(default)s)")
     parser.add_argument("--candidates", default=1, type=int, metavar="N",
                         help="ranked crops per ratio, as `gazecrop run --candidates` (default: %(default)s)")

@@ -22,8 +22,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from gazecrop.model.card import MODEL_NAMES, check_model_spec
-from gazecrop.search import (MAX_ASPECT_RATIOS, MAX_RATIO_SPREAD, MAX_RATIO_TERM, CropConfig, parse_aspect_ratios,
+from gazecrop.model.card import MODEL_NAMES
+from gazecrop.pipeline.argtypes import parse_model, parse_ratios
+from gazecrop.search import (MAX_ASPECT_RATIOS, MAX_RATIO_SPREAD, MAX_RATIO_TERM, CropConfig,
                              ratio_label)
 from gazecrop.transforms.incremental import INCREMENTAL_CHECKS
 from gazecrop.transforms.read import DEFAULT_MAX_INPUT_BYTES
@@ -79,14 +80,6 @@ class Range:
 # Parse functions (argparse `type=`): each keeps its own message, which names what it accepts
 # ----------------------------------------------------------------------------------------------
 
-def parse_ratios(text: str):
-    """`parse_aspect_ratios` for argparse, keeping its message (argparse would print "invalid value")."""
-    try:
-        return parse_aspect_ratios(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def parse_bool(value: str) -> bool:
     """`--flag=true|false` (how Flex Templates and schedulers pass a switch); a bare `--flag` is true."""
     lowered = value.lower()
@@ -104,14 +97,6 @@ def parse_output_format(text: str) -> str:
         raise argparse.ArgumentTypeError(f"expected one of {', '.join(OUTPUT_FORMATS)} (or jpg). "
                                          f"Received: {text!r}")
     return value
-
-
-def parse_model(text: str) -> str:
-    """--model: one of `MODEL_NAMES`, or a readout weights file that exists (checked before any work)."""
-    try:
-        return check_model_spec(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 # ----------------------------------------------------------------------------------------------
