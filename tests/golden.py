@@ -40,6 +40,7 @@ PHOTOS = [
     "edge_cases/pillow_hopper_gray.jpg",
     "alpha_png/sharp_embedgravitybird.png",
 ]
+FIXED_MTIME = 1_700_000_000  # 2023-11-14T22:13:20Z
 RUNS = {
     "default": ["--model", "default", "--aspect_ratios", "1:1,16:9,4:5,9:16", "--candidates", "2"],
     "fast": ["--model", "fast", "--aspect_ratios", "1:1,16:9", "--output_format", "png"],
@@ -50,7 +51,9 @@ def copy_photos(into: Path) -> None:
     for relpath in PHOTOS:
         target = into / relpath
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(FIXTURES / relpath, target)  # copy2 keeps the mtime: source_modified is compared
+        shutil.copyfile(FIXTURES / relpath, target)
+        # source_modified is compared, so every copy gets the same mtime wherever ../shared came from
+        os.utime(target, (FIXED_MTIME, FIXED_MTIME))
 
 
 def run(name: str, workdir: Path) -> dict:
