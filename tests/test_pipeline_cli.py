@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
 
 from conftest import crop_name, read_tables, run_gazecrop
 from gazecrop.pipeline.cli import main as cli_main
+from gazecrop.pipeline.demo import SCENES, face_box
 from gazecrop.pipeline.options import parse
 
 
@@ -48,11 +50,23 @@ def test_misspelled_gazecrop_options_are_refused_not_passed_to_beam(capsys):
 
 
 def test_demo_run_without_input_writes_demo_crops(tmp_path, capsys):
-    summary = run_gazecrop(["--output", str(tmp_path / "out")])
+    summary = run_gazecrop(["--output", str(tmp_path / "out"), "--model", "default"])  # what a first run uses
     assert summary.cropped == 6 and summary.failed == {}
     out = capsys.readouterr().out
     assert "no --input given" in out and "cropped 6 images (24 crops), failed 0" in out
     assert len(list((tmp_path / "out" / "crops" / "16x9" / "").glob("*.jpg"))) == 6
+    # The demo shows crops following a face: every 9:16 and 16:9 crop keeps the whole head (the drawn
+    # face fooled the model before it was drawn like a face in a photo: two 9:16 crops left it out).
+    rows, _ = read_tables(tmp_path / "out")
+    scenes = {name: (width, height, seed) for name, width, height, seed in SCENES}
+    checked = 0
+    for row in rows:
+        if row["aspect_ratio"] in ("9:16", "16:9"):
+            x0, y0, x1, y1 = face_box(*scenes[os.path.basename(row["source_uri"])])
+            assert (row["crop_x"] <= x0 and x1 <= row["crop_x"] + row["crop_width"]
+                    and row["crop_y"] <= y0 and y1 <= row["crop_y"] + row["crop_height"]), row
+            checked += 1
+    assert checked == 12
 
 
 def test_rerun_writes_identical_files_and_rows(fixtures_dir, tmp_path):
