@@ -12,7 +12,7 @@ Steps of ``choose_crops`` (each a small function below):
 3. ``_candidate_grid``  per window: a grid of candidate offsets on each axis (``_axis_positions``: ends,
                         centre; within the ``_focus_bounds``), every pair of them a candidate.
 4. ``_score``           every candidate's mass, read from the SAT interpolated to source pixels, minus
-                        the optional penalties.
+                        the optional penalties (of which head room, ``headroom_weight``, is on by default).
 5. ``_next_rank``       per rank: the best candidate (``_pick``, ties toward the image centre) among
                         those overlapping at most ``candidate_overlap`` with better ranks (``_suppress``),
                         then ``_refine``d on finer grids around it down to the pixel, then checked against
@@ -192,13 +192,16 @@ class CropConfig:
 
     # Head room: the score loses ``headroom_weight`` times the salient mass (the predicted density above
     # ``headroom_level`` times the map's peak and above the mean density, so that the smooth background every
-    # map has does not count, and a flat map has none) in the top ``headroom`` of the crop's height, when the crop's top edge lies inside the picture. A head
-    # or a face near the top of a crop is then kept with room above it; a crop whose top is the picture's
-    # own top cuts nothing off and pays nothing. 0 = off. The default was measured through the pipeline on
-    # MIT1003 and NUS Scene val (model card, "Composition: head room").
+    # map has does not count, and a flat map has none) in a band across the crop's top edge, ``headroom`` of
+    # the crop's height above it and as much below it, when that edge lies inside the picture. The top edge
+    # then runs clear of a head or a face: above it with room to spare rather than through it or flush
+    # against it (mass cut off just above the edge counts as much as mass just below, so leaving the face
+    # out does not pay). A crop whose top is the picture's own top pays nothing: the picture has no more
+    # room to give. 0 = off (the plain best window). The default costs no gain, within noise, on MIT1003 and
+    # NUS Scene val through the pipeline (model card, "Composition: head room").
     headroom_weight: float = 1.0
 
-    # Depth of that band, as a share of the crop's height.
+    # Half-height of that band, as a share of the crop's height.
     headroom: float = 0.1
 
     # The share of the map's peak density above which saliency counts as a subject for the head room.
@@ -443,7 +446,7 @@ def _score(tables: _Tables, config: CropConfig, x, y, cw, ch, largest_area):
                + np.where(y1 < height, tables.box(x, y1 - by, x1, y1 + by), 0.0))
         score -= config.border_weight * cut
     if config.headroom_weight > 0 and (y > 0).any():
-        room = tables.box(x, y, x1, y + config.headroom * ch, tables.salient)
+        room = tables.box(x, y - config.headroom * ch, x1, y + config.headroom * ch, tables.salient)
         score -= config.headroom_weight * np.where(y > 0, room, 0.0)
     if config.composition_weight > 0:
         extra = (slice(None),) + (None,) * (x.ndim - 1)
@@ -710,7 +713,7 @@ def _exact_largest(tables: _Tables, config: CropConfig, grid: _Grid, window: _Wi
         if plain:
             score = _slide_mass(tables, i, xs, ys, w, h)
             if config.headroom_weight > 0 and hi_y > 0:   # _score's head room, its band slid as a window
-                room = _slide_mass(tables, i, xs, ys, w, config.headroom * h, tables.salient)
+                room = _slide_mass(tables, i, xs, ys - config.headroom * h, w, 2 * config.headroom * h, tables.salient)
                 score = score - config.headroom_weight * np.where(ys[:, None] > 0, room, 0.0)
             score = score.reshape(1, -1)
             if config.area_weight > 0 and config.min_scale < 1.0:

@@ -254,8 +254,9 @@ def test_smaller_scales_still_compete_with_the_exact_largest_window():
 def test_headroom_is_the_exact_best_of_its_score(seed):
     # A portrait source, a whole multiple of the map: the 16:9 window spans the width and slides down. Its score
     # at every offset, brute force: the mass minus headroom_weight x the salient mass (density above
-    # headroom_level x the peak and above the mean) in the top `headroom` of the window, read between source
-    # rows by linear interpolation (the density is constant inside a pixel), nothing when the top is y = 0.
+    # headroom_level x the peak and above the mean) within `headroom` of the window's height above and below
+    # its top edge, read between source rows by linear interpolation (the density is constant inside a pixel),
+    # nothing when the top is y = 0.
     rng = np.random.default_rng(300 + seed)
     ld = (rng.normal(size=(24, 12)) * 2).astype(np.float32)
     ld[int(rng.integers(4, 12)), int(rng.integers(2, 10))] += 5                # a subject in the upper half
@@ -269,7 +270,8 @@ def test_headroom_is_the_exact_best_of_its_score(seed):
     mass = _brute_force_masses(_upsampled_mass(ld, factor), c.width, c.height)[:, c.x]
     rows = np.concatenate([[0.0], np.cumsum(np.kron(salient, np.ones((factor, factor))).sum(1) / factor ** 2)])
     ys = np.arange(mass.size)
-    band = np.interp(ys + config.headroom * c.height, np.arange(rows.size), rows) - rows[ys]
+    band = np.subtract(*(np.interp(ys + sign * config.headroom * c.height, np.arange(rows.size), rows)
+                         for sign in (1, -1)))
     score = mass - config.headroom_weight * np.where(ys > 0, band, 0.0)
     assert c.score == pytest.approx(score[c.y], abs=1e-9)
     assert c.saliency_kept == pytest.approx(mass[c.y], abs=1e-9)
