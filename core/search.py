@@ -199,10 +199,10 @@ class CropConfig:
     # out does not pay). A crop whose top is the picture's own top pays nothing: the picture has no more
     # room to give. 0 = off (the plain best window). The default costs no gain, within noise, on MIT1003 and
     # NUS Scene val through the pipeline (model card, "Composition: head room").
-    headroom_weight: float = 1.0
+    headroom_weight: float = 0.4
 
     # Half-height of that band, as a share of the crop's height.
-    headroom: float = 0.1
+    headroom: float = 0.12
 
     # The share of the map's peak density above which saliency counts as a subject for the head room.
     headroom_level: float = 0.1
