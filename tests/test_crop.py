@@ -62,7 +62,8 @@ def test_config_validates():
     assert CropConfig(aspect_ratios="3:2").aspect_ratios == ((3, 2),)
     np.testing.assert_allclose(CropConfig(min_scale=0.7).scales, [1.0, 0.9, 0.8, 0.7])
     for bad in (dict(min_scale=0), dict(min_scale=1.5), dict(candidates=0), dict(positions=2),
-                dict(border_weight=-1), dict(candidate_overlap=1.0)):
+                dict(border_weight=-1), dict(candidate_overlap=1.0), dict(headroom_weight=-1), dict(headroom=1.5),
+                dict(headroom_level=1.0)):
         with pytest.raises(ValueError):
             CropConfig(**bad)
 
@@ -205,7 +206,8 @@ def test_largest_window_is_the_exact_best_on_random_maps(seed):
     # the maximum among windows overlapping rank 0 at most candidate_overlap, and inside a focus box the
     # maximum among the windows containing it.
     rng = np.random.default_rng(100 + seed)
-    config = CropConfig(aspect_ratios=RATIOS + ((3, 1), (1, 3)), candidates=2)
+    # headroom_weight=0: the search of the plain mass (head room is a term on top, tested below).
+    config = CropConfig(aspect_ratios=RATIOS + ((3, 1), (1, 3)), candidates=2, headroom_weight=0.0)
     for _ in range(6):
         h, w = (int(v) for v in rng.integers(6, 24, 2))
         factor = int(rng.integers(3, 40))
@@ -237,7 +239,7 @@ def test_largest_window_is_the_exact_best_on_random_maps(seed):
 def test_smaller_scales_still_compete_with_the_exact_largest_window():
     # min_scale < 1: the largest window is searched exactly and a smaller one wins only on score.
     rng = np.random.default_rng(7)
-    config = CropConfig(min_scale=0.7, area_weight=0.1)
+    config = CropConfig(min_scale=0.7, area_weight=0.1, headroom_weight=0.0)
     for _ in range(5):
         ld = (rng.normal(size=(12, 16)) * 2).astype(np.float32)
         dens = _upsampled_mass(ld, 20)
@@ -246,6 +248,53 @@ def test_smaller_scales_still_compete_with_the_exact_largest_window():
         for c, (w, h) in zip(crops, largest):
             best_largest = _brute_force_masses(dens, w, h).max() - config.area_weight
             assert c.score >= best_largest - config.tie_tolerance
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_headroom_is_the_exact_best_of_its_score(seed):
+    # A portrait source, a whole multiple of the map: the 16:9 window spans the width and slides down. Its score
+    # at every offset, brute force: the mass minus headroom_weight x the salient mass (density above
+    # headroom_level x the peak and above the mean) within `headroom` of the window's height above and below
+    # its top edge, read between source rows by linear interpolation (the density is constant inside a pixel),
+    # nothing when the top is y = 0.
+    rng = np.random.default_rng(300 + seed)
+    ld = (rng.normal(size=(24, 12)) * 2).astype(np.float32)
+    ld[int(rng.integers(4, 12)), int(rng.integers(2, 10))] += 5                # a subject in the upper half
+    factor = 20
+    config = CropConfig(aspect_ratios=((16, 9),), headroom_weight=float(rng.uniform(0.5, 3.0)),
+                        headroom=float(rng.uniform(0.05, 0.3)))
+    c = choose_crops(ld[None], [(12 * factor, 24 * factor)], config)[0][0]
+    p = np.exp(ld.astype(np.float64))
+    p /= p.sum()
+    salient = np.maximum(p - max(config.headroom_level * p.max(), 1.0 / p.size), 0.0)
+    mass = _brute_force_masses(_upsampled_mass(ld, factor), c.width, c.height)[:, c.x]
+    rows = np.concatenate([[0.0], np.cumsum(np.kron(salient, np.ones((factor, factor))).sum(1) / factor ** 2)])
+    ys = np.arange(mass.size)
+    band = np.subtract(*(np.interp(ys + sign * config.headroom * c.height, np.arange(rows.size), rows)
+                         for sign in (1, -1)))
+    score = mass - config.headroom_weight * np.where(ys > 0, band, 0.0)
+    assert c.score == pytest.approx(score[c.y], abs=1e-9)
+    assert c.saliency_kept == pytest.approx(mass[c.y], abs=1e-9)
+    assert c.score >= score.max() - config.tie_tolerance
+
+
+def test_headroom_moves_the_crop_up_from_a_face_near_its_top():
+    # A portrait: a face (tight blob) above a body (broad blob). The plain best 16:9 window starts just above
+    # the face's centre; with head room it starts higher and still holds the face.
+    ld = np.logaddexp(_blob(45, 30, 14, 15, 1.5), _blob(45, 30, 27, 15, 4) + np.log(0.8)).astype(np.float32)
+    plain = choose_crops(ld[None], [(600, 900)], CropConfig(aspect_ratios=((16, 9),), headroom_weight=0.0))[0][0]
+    room = choose_crops(ld[None], [(600, 900)], CropConfig(aspect_ratios=((16, 9),)))[0][0]
+    face_y = 14.5 * 20
+    assert room.y < plain.y < face_y < room.y + room.height
+    assert room.score < room.saliency_kept < plain.saliency_kept
+
+
+def test_headroom_costs_nothing_to_a_crop_at_the_top_of_the_picture():
+    # A subject right at the picture's top: the crop starts at y = 0, with or without head room (no room to add).
+    ld = _blob(45, 30, 2, 15, 2)
+    for weight in (0.0, 1.0, 5.0):
+        c = choose_crops(ld[None], [(600, 900)], CropConfig(aspect_ratios=((16, 9),), headroom_weight=weight))[0][0]
+        assert c.y == 0 and c.score == pytest.approx(c.saliency_kept)
 
 
 def test_uniform_map_gives_centred_crops():

@@ -539,6 +539,11 @@ def _parser():
     p.add_argument("--border_band", type=float, default=d.border_band, help="CropConfig.border_band (default: %(default)s)")
     p.add_argument("--composition_weight", type=float, default=d.composition_weight,
                    help="CropConfig.composition_weight (default: %(default)s)")
+    p.add_argument("--headroom_weight", type=float, default=d.headroom_weight,
+                   help="CropConfig.headroom_weight (default: %(default)s; 0 = the plain best window)")
+    p.add_argument("--headroom", type=float, default=d.headroom, help="CropConfig.headroom (default: %(default)s)")
+    p.add_argument("--headroom_level", type=float, default=d.headroom_level,
+                   help="CropConfig.headroom_level (default: %(default)s)")
     p.add_argument("--tie_tolerance", type=float, default=d.tie_tolerance, help="CropConfig.tie_tolerance (default: %(default)s)")
     p.add_argument("--focus", help="CSV or Parquet with columns image, x, y[, width, height]: a region "
                                    "each gazecrop crop must contain")
@@ -608,7 +613,8 @@ def crop_config(args) -> CropConfig:
                       scale_step=args.scale_step, area_weight=args.area_weight, candidates=args.candidates,
                       candidate_overlap=args.candidate_overlap, border_weight=args.border_weight,
                       border_band=args.border_band, composition_weight=args.composition_weight,
-                      tie_tolerance=args.tie_tolerance)
+                      headroom_weight=args.headroom_weight, headroom=args.headroom,
+                      headroom_level=args.headroom_level, tie_tolerance=args.tie_tolerance)
 
 
 def image_names(args, dataset: Path) -> list:
