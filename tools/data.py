@@ -15,6 +15,8 @@ import numpy as np
 
 #: Default dataset folder: ../shared/data/mit1003 next to the repository.
 DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "mit1003"
+#: The bundled default model's training data: MIT1003 and NUS Scene, next to the repository.
+BUNDLED_DATASETS = (DEFAULT_DATASET, DEFAULT_DATASET.parent / "scene")
 
 
 def default_cache_dir():

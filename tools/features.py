@@ -3,9 +3,11 @@
 Training the readout then never runs the body again, so an epoch takes seconds. The cache lives
 outside the repository (``--cache-dir``, default ``$GAZECROP_CACHE`` or ``~/.cache/gazecrop``),
 one ``.npz`` per image and flip, keyed by the body weights' hash, the input short side and the
-cached layers, so a changed body never reuses stale features.
+cached layers, so a changed body never reuses stale features, and then by the dataset folder's name,
+since image names may repeat across datasets.
 """
 
+import copy
 import hashlib
 import time
 from pathlib import Path
@@ -50,6 +52,14 @@ class FeatureCache:
         key = f"{backbone}-{body_hash(self.body)}-s{self.short_side}-{'+'.join(CACHED_LAYERS)}"
         self.dir = Path(cache_dir) / "features" / key
         self.dir.mkdir(parents=True, exist_ok=True)
+
+    def for_dataset(self, dataset_dir):
+        """This cache (the same body) with its files in a folder of their own for ``dataset_dir``,
+        named as the folder is, as the size cache is: image names may repeat across datasets."""
+        view = copy.copy(self)
+        view.dir = self.dir / Path(dataset_dir).resolve().name
+        view.dir.mkdir(parents=True, exist_ok=True)
+        return view
 
     def input_size(self, height, width):
         return loading.input_size(height, width, self.short_side)
@@ -117,7 +127,7 @@ def main(argv=None):
     p.add_argument("--max-train", type=int, default=0,
                    help="only the first N images of the train split (as gazecrop.tools.train --max-train)")
     args = p.parse_args(argv)
-    cache = FeatureCache(args.cache_dir, backbone=args.backbone, short_side=args.short_side)
+    cache = FeatureCache(args.cache_dir, backbone=args.backbone, short_side=args.short_side).for_dataset(args.dataset)
     names = []
     for split in args.splits:
         split_names = read_split(args.dataset, split)

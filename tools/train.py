@@ -8,6 +8,12 @@ smoothing bandwidth is chosen on val. Each epoch prints the train loss and the v
 gain over the centre bias (bits per fixation, at model resolution); the best epoch's weights are
 written to ``--output``.
 
+``--dataset`` takes one or more dataset folders: the readout trains on the union of their train
+splits and the centre-bias prior is fitted on the union's train fixations. The val splits choose
+(bandwidth, best epoch) by the *mean over datasets* of each one's val log-likelihood per fixation,
+so a small val split counts as much as a large one; with one dataset this is its val likelihood,
+as before. Samples, fixations and sizes are keyed by (dataset, image name).
+
 Reproduce the bundled model with the command in ``model/README.md``.
 """
 
@@ -20,8 +26,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gazecrop.model import loading, network
-from gazecrop.tools.data import DEFAULT_DATASET, default_cache_dir, read_fixations, read_split
+from gazecrop.model import faces, loading, network
+from gazecrop.tools.data import BUNDLED_DATASETS, default_cache_dir, read_fixations, read_split
 from gazecrop.tools.features import CACHED_LAYERS, FeatureCache
 from gazecrop.model.images import read_image_rgb
 from gazecrop.model.saliency import centre_bias_log_density, fit_centre_bias
@@ -46,11 +52,13 @@ def image_sizes(dataset_dir, names, cache_dir):
 
 
 class Sample:
-    """One training example: cached features and fixation counts at model resolution."""
+    """One training example: cached features and fixation counts at model resolution. ``key`` is
+    (dataset folder name, image name): image names may repeat across datasets."""
 
-    def __init__(self, name, flipped, features, rows, cols, size):
+    def __init__(self, name, flipped, features, rows, cols, size, dataset=""):
         self.name, self.flipped, self.features = name, flipped, features
         self.rows, self.cols, self.size = rows, cols, size
+        self.key = (dataset, name)
 
     def counts(self):
         c = np.zeros(self.size, np.float32)
@@ -58,7 +66,7 @@ class Sample:
         return c
 
 
-def make_samples(cache, names, fixations, sizes, layers, *, flips):
+def make_samples(cache, names, fixations, sizes, layers, *, flips, dataset=""):
     """Loads features and maps fixations from stimulus pixels to model-input pixels."""
     samples = []
     for name in names:
@@ -69,7 +77,7 @@ def make_samples(cache, names, fixations, sizes, layers, *, flips):
         cols = np.clip((fx.x * w / width).astype(np.int64), 0, w - 1)
         for flipped in ((False, True) if flips else (False,)):
             feats = cache.load(name, flipped, layers)
-            samples.append(Sample(name, flipped, feats, rows, w - 1 - cols if flipped else cols, (h, w)))
+            samples.append(Sample(name, flipped, feats, rows, w - 1 - cols if flipped else cols, (h, w), dataset))
     return samples
 
 
@@ -85,20 +93,35 @@ def batches(samples, batch_size, rng):
     return [out[i] for i in rng.permutation(len(out))]
 
 
-def choose_centre_bias(train_names, val_samples, fixations, sizes, grid, log):
-    """Fits the centre-bias prior on train fixations; picks the bandwidth with the best val LL."""
-    xs = np.concatenate([fixations[n].x for n in train_names])
-    ys = np.concatenate([fixations[n].y for n in train_names])
-    ws = np.concatenate([np.full(len(fixations[n]), sizes[n][1]) for n in train_names])
-    hs = np.concatenate([np.full(len(fixations[n]), sizes[n][0]) for n in train_names])
+def choose_centre_bias(datasets, grid, log):
+    """Fits the centre-bias prior on the train fixations of all ``datasets`` (normalised coordinates);
+    picks the bandwidth with the best val LL (the mean over datasets). Returns ``(val LL, bandwidth,
+    prior, val LL per dataset)``."""
+    xs, ys, ws, hs = [], [], [], []
+    for d in datasets:
+        for n in d.train_names:
+            fx, (height, width) = d.fixations[n], d.sizes[n]
+            xs.append(fx.x), ys.append(fx.y)
+            ws.append(np.full(len(fx), width)), hs.append(np.full(len(fx), height))
+    xs, ys, ws, hs = (np.concatenate(a) for a in (xs, ys, ws, hs))
     best = None
     for bandwidth in CENTRE_BIAS_BANDWIDTHS:
         prior = fit_centre_bias(xs, ys, ws, hs, grid=grid, bandwidth=bandwidth)
-        ll = centre_bias_ll(prior, val_samples)
-        log(f"centre bias bandwidth {bandwidth}: val log-likelihood {ll:.4f} bits/fixation")
+        per_dataset = [centre_bias_ll(prior, d.val_samples) for d in datasets]
+        ll = float(np.mean(per_dataset))
+        log(f"centre bias bandwidth {bandwidth}: val log-likelihood {ll:.4f} bits/fixation"
+            + per_dataset_text(datasets, per_dataset, "{:.4f}"))
         if best is None or ll > best[0]:
-            best = (ll, bandwidth, prior)
+            best = (ll, bandwidth, prior, per_dataset)
     return best
+
+
+def per_dataset_text(datasets, values, fmt):
+    """`` (mit1003 0.93, scene 0.85)`` with several datasets; empty with one, so that the single-dataset
+    log reads as it did."""
+    if len(datasets) < 2:
+        return ""
+    return " (" + ", ".join(f"{d.label} {fmt.format(v)}" for d, v in zip(datasets, values)) + ")"
 
 
 def centre_bias_ll(prior, samples):
@@ -145,14 +168,30 @@ def val_report(head, samples, fixations, sizes, prior, dataset_dir, *, batch_siz
             "AUC": float(np.mean(auc)), "CC": float(np.mean(cc))}
 
 
-class TrainingData(NamedTuple):
-    """What ``load_data`` gathers: the splits, their fixations and stimulus sizes, and the samples."""
+class DatasetData(NamedTuple):
+    """One dataset's splits, their fixations and stimulus sizes, and its samples."""
+    dir: Path
+    label: str
     train_names: list
     val_names: list
     fixations: dict
     sizes: dict
     train_samples: list
     val_samples: list
+
+
+class TrainingData(NamedTuple):
+    """What ``load_data`` gathers: one ``DatasetData`` per ``--dataset``; training runs on all their
+    train samples together, val is scored per dataset."""
+    datasets: list
+
+    @property
+    def train_samples(self):
+        return [s for d in self.datasets for s in d.train_samples]
+
+    @property
+    def train_images(self):
+        return sum(len(d.train_names) for d in self.datasets)
 
 
 def train(args, log=print):
@@ -165,48 +204,82 @@ def train(args, log=print):
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()
     data = load_data(args, log)
-    cb_ll, bandwidth, prior = choose_centre_bias(data.train_names, data.val_samples, data.fixations,
-                                                 data.sizes, args.centre_bias_grid, log)
+    cb_ll, bandwidth, prior, cb_per_dataset = choose_centre_bias(data.datasets, args.centre_bias_grid, log)
     head, config = build_head(args, data.train_samples, prior)
     log(f"centre bias alone: val log-likelihood {cb_ll:.4f} bits/fixation "
         f"(bandwidth {bandwidth})")
-    best = fit(head, args, data, cb_ll, log)
+    best = fit(head, args, data, cb_per_dataset, log)
     log(f"best epoch {best[1]}: val LL {best[0]:.4f}, IG over centre bias {best[0] - cb_ll:+.4f} "
-        f"bits/fixation (model resolution)")
-    report = val_report(head, data.val_samples, data.fixations, data.sizes, prior, args.dataset)
-    log("val at stimulus resolution: " + "  ".join(f"{k} {v:.4f}" for k, v in report.items()))
-    save_model(head, config, args, {
-        "best_epoch": best[1], "val_ll_bits": round(best[0], 5),
-        "val_ig_model_res_bits": round(best[0] - cb_ll, 5),
-        "val_stimulus_res": {k: round(v, 5) for k, v in report.items()},
-        "blur_sigma_px": float(np.exp(head.get_layer("blur").log_sigma.numpy())),
-        "centre_bias_weight": float(head.get_layer("centre_bias").weight.numpy()),
-        "centre_bias_bandwidth": bandwidth, "train_images": len(data.train_names),
-        "flips": bool(args.flips), "command": "python -m gazecrop.tools.train " + " ".join(args.argv)})
+        f"bits/fixation (model resolution)"
+        + per_dataset_text(data.datasets, np.subtract(best[3], cb_per_dataset), "{:+.4f}"))
+    reports = {}
+    for d in data.datasets:
+        reports[d.label] = val_report(head, d.val_samples, d.fixations, d.sizes, prior, d.dir)
+        log(f"val at stimulus resolution{f' ({d.label})' if len(data.datasets) > 1 else ''}: "
+            + "  ".join(f"{k} {v:.4f}" for k, v in reports[d.label].items()))
+    save_model(head, config, args, training_metadata(head, args, data, best, cb_ll, bandwidth, reports))
     log(f"wrote {args.output}")
     return best
 
 
+def training_metadata(head, args, data, best, cb_ll, bandwidth, reports):
+    """What the readout file records about its training: the best epoch, its val metrics (those of
+    the first dataset under ``val_stimulus_res``, every dataset's under ``val_stimulus_res_by_dataset``
+    when there are several), the learnt blur and centre-bias weight, and the command."""
+    first = reports[data.datasets[0].label]
+    metadata = {
+        "best_epoch": best[1], "val_ll_bits": round(best[0], 5),
+        "val_ig_model_res_bits": round(best[0] - cb_ll, 5),
+        "val_stimulus_res": {k: round(v, 5) for k, v in first.items()},
+        "blur_sigma_px": float(np.exp(head.get_layer("blur").log_sigma.numpy())),
+        "centre_bias_weight": float(head.get_layer("centre_bias").weight.numpy()),
+        "centre_bias_bandwidth": bandwidth, "train_images": data.train_images,
+        "flips": bool(args.flips), "command": "python -m gazecrop.tools.train " + " ".join(args.argv)}
+    if len(data.datasets) > 1:
+        metadata["datasets"] = [d.label for d in data.datasets]
+        metadata["val_stimulus_res_by_dataset"] = {
+            label: {k: round(v, 5) for k, v in r.items()} for label, r in reports.items()}
+    return metadata
+
+
 def load_data(args, log) -> TrainingData:
-    """The train and val splits (train cut to ``--max-train``), their body features (computed into the
-    cache where missing), fixations and sizes, as ``Sample``s (train mirrored too with ``--flips``)."""
-    features = tuple(args.features)
+    """Each ``--dataset``'s data (``load_dataset``), sharing one body for the feature cache."""
+    labels = dataset_labels(args.dataset)
     cache = FeatureCache(args.cache_dir, backbone=args.backbone, short_side=args.short_side)
-    train_names = read_split(args.dataset, "train")
+    return TrainingData([load_dataset(cache, d, label, args, log) for d, label in zip(args.dataset, labels)])
+
+
+def dataset_labels(dataset_dirs):
+    """A short name for each dataset folder (its name): they key samples, the feature and size caches
+    and the log, so two folders of the same name are refused."""
+    labels = [Path(d).resolve().name for d in dataset_dirs]
+    if len(set(labels)) < len(labels):
+        raise ValueError("dataset folders must have distinct names. "
+                         f"Received: --dataset {' '.join(map(str, dataset_dirs))}")
+    return labels
+
+
+def load_dataset(cache, dataset_dir, label, args, log) -> DatasetData:
+    """One dataset's train and val splits (train cut to ``--max-train``), their body features (computed
+    into the cache where missing), fixations and sizes, as ``Sample``s (train mirrored too with ``--flips``)."""
+    features = tuple(args.features)
+    cache = cache.for_dataset(dataset_dir)
+    train_names = read_split(dataset_dir, "train")
     if args.max_train:
         train_names = train_names[: args.max_train]
-    val_names = read_split(args.dataset, "val")
-    cache.fill(args.dataset, val_names, flips=False, log=log)
-    cache.fill(args.dataset, train_names, flips=args.flips, log=log)
-    fixations = read_fixations(args.dataset)
-    sizes = image_sizes(args.dataset, train_names + val_names, args.cache_dir)
+    val_names = read_split(dataset_dir, "val")
+    cache.fill(dataset_dir, val_names, flips=False, log=log)
+    cache.fill(dataset_dir, train_names, flips=args.flips, log=log)
+    fixations = read_fixations(dataset_dir)
+    sizes = image_sizes(dataset_dir, train_names + val_names, args.cache_dir)
 
-    log("loading cached features …")
-    train_samples = make_samples(cache, train_names, fixations, sizes, features, flips=args.flips)
-    val_samples = make_samples(cache, val_names, fixations, sizes, features, flips=False)
-    log(f"{len(train_samples)} training samples ({len(train_names)} images"
+    log(f"loading cached features of {label} …")
+    train_samples = make_samples(cache, train_names, fixations, sizes, features, flips=args.flips, dataset=label)
+    val_samples = make_samples(cache, val_names, fixations, sizes, features, flips=False, dataset=label)
+    log(f"{label}: {len(train_samples)} training samples ({len(train_names)} images"
         f"{', mirrored too' if args.flips else ''}), {len(val_samples)} val images")
-    return TrainingData(train_names, val_names, fixations, sizes, train_samples, val_samples)
+    return DatasetData(Path(dataset_dir), label, train_names, val_names, fixations, sizes,
+                       train_samples, val_samples)
 
 
 def build_head(args, train_samples, prior):
@@ -293,21 +366,28 @@ def val_log_likelihood(samples, batch_size, log_likelihood_sum):
     return total / count / LN2
 
 
-def fit(head, args, data: TrainingData, cb_ll, log):
+def fit(head, args, data: TrainingData, cb_per_dataset, log):
     """Trains ``head`` for up to ``--epochs``, stopping after ``--patience`` epochs without a val gain,
-    and leaves it with the best epoch's weights. Returns ``(val LL, epoch, layer weights)`` of that epoch."""
+    and leaves it with the best epoch's weights. The val criterion is the mean over datasets of each
+    one's val LL (so of its IG over the centre bias). Returns ``(val LL, epoch, layer weights, val LL per
+    dataset)`` of the best epoch."""
     rng = np.random.default_rng(args.seed)
-    train_step, log_likelihood_sum = compiled_steps(head, args, len(data.train_samples))
-    best = (-np.inf, 0, None)
+    train_samples = data.train_samples
+    train_step, log_likelihood_sum = compiled_steps(head, args, len(train_samples))
+    best = (-np.inf, 0, None, None)
     stale = 0
     for epoch in range(1, args.epochs + 1):
         start = time.time()
-        train_ll = train_epoch(data.train_samples, args.batch_size, rng, train_step)
-        ll = val_log_likelihood(data.val_samples, args.batch_size, log_likelihood_sum)
+        train_ll = train_epoch(train_samples, args.batch_size, rng, train_step)
+        per_dataset = [val_log_likelihood(d.val_samples, args.batch_size, log_likelihood_sum)
+                       for d in data.datasets]
+        ll = float(np.mean(per_dataset))
         improved = ll > best[0] + 1e-4
-        log(epoch_line(head, epoch, train_ll, ll, cb_ll, time.time() - start, improved))
+        ig_text = per_dataset_text(data.datasets, np.subtract(per_dataset, cb_per_dataset), "{:+.4f}")
+        log(epoch_line(head, epoch, train_ll, ll, float(np.mean(cb_per_dataset)), time.time() - start,
+                       improved, ig_text))
         if improved:
-            best = (ll, epoch, [l.get_weights() for l in head.layers])
+            best = (ll, epoch, [l.get_weights() for l in head.layers], per_dataset)
             stale = 0
         else:
             stale += 1
@@ -319,18 +399,22 @@ def fit(head, args, data: TrainingData, cb_ll, log):
     return best
 
 
-def epoch_line(head, epoch, train_ll, ll, cb_ll, seconds, improved):
-    """The progress line of one epoch: likelihoods, information gain, the learnt blur and centre-bias weight."""
+def epoch_line(head, epoch, train_ll, ll, cb_ll, seconds, improved, ig_text=""):
+    """The progress line of one epoch: likelihoods, information gain (per dataset too, ``ig_text``), the
+    learnt blur and centre-bias weight."""
     sigma = float(np.exp(head.get_layer("blur").log_sigma.numpy()))
     cb_weight = float(head.get_layer("centre_bias").weight.numpy())
     return (f"epoch {epoch:3d}  train LL {train_ll:.4f}  val LL {ll:.4f}  "
-            f"val IG {ll - cb_ll:+.4f} bits/fix  blur sigma {sigma:.1f} px  "
+            f"val IG {ll - cb_ll:+.4f}{ig_text} bits/fix  blur sigma {sigma:.1f} px  "
             f"centre-bias weight {cb_weight:.2f}  {seconds:.1f} s"
             f"{'  *' if improved else ''}")
 
 
 def save_model(head, config, args, metadata):
-    """Copies the trained layers into the full network and writes the readout file ``--output``."""
+    """Copies the trained layers into the full network and writes the readout file ``--output`` (with the face
+    prior in its config unless ``--no-face-prior``)."""
+    if args.face_prior:
+        config = {**config, faces.FACE_PRIOR_KEY: dict(faces.DEFAULT_FACE_PRIOR)}
     full = network.deepgaze(**loading.network_kwargs(config))
     for layer in loading.readout_layers(full):
         layer.set_weights(head.get_layer(layer.name).get_weights())
@@ -340,8 +424,10 @@ def save_model(head, config, args, metadata):
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m gazecrop.tools.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", type=Path, default=DEFAULT_DATASET,
-                   help="folder with stimuli/, fixations.csv, splits/ (default: %(default)s)")
+    p.add_argument("--dataset", type=Path, nargs="+", default=list(BUNDLED_DATASETS),
+                   help="one or more folders, each with stimuli/, fixations.csv, splits/train.txt and val.txt: "
+                        "trains on the union of their train splits, chooses on the mean over their val splits "
+                        f"(default: {' '.join(str(d) for d in BUNDLED_DATASETS)})")
     p.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
                    help="feature cache, outside the repo (default: $GAZECROP_CACHE or %(default)s)")
     p.add_argument("--output", type=Path, default=loading.BUNDLED["default"],
@@ -350,8 +436,12 @@ def parse_args(argv):
     p.add_argument("--short-side", type=int, default=224, help="input short side in pixels")
     p.add_argument("--features", nargs="+", default=["block4_pool", "block5_conv3"],
                    choices=CACHED_LAYERS, help="body layers the readout reads")
-    p.add_argument("--flips", action="store_true",
-                   help="also train on mirrored images (off: it did not help on val, see model/README.md)")
+    p.add_argument("--flips", action=argparse.BooleanOptionalAction, default=True,
+                   help="also train on mirrored images (default: on, as the bundled model; on MIT1003 alone they did "
+                        "not help, see model/README.md)")
+    p.add_argument("--face-prior", action=argparse.BooleanOptionalAction, default=True,
+                   help="record the face prior (gazecrop.model.faces.DEFAULT_FACE_PRIOR) in the written file, as the "
+                        "bundled model (default: on; it is applied at prediction, not in training)")
     p.add_argument("--fixed-blur", dest="learn_blur", action="store_false",
                    help="keep the blur width at its initial value")
     p.add_argument("--fixed-centre-bias", dest="learn_centre_bias", action="store_false",

@@ -100,7 +100,7 @@ def teacher_maps(teacher, dataset, names, short_side, cache_dir, *, flips, log):
             stored = {k: z[k] for k in z.files}
         if all(f"{n}|{int(f)}" in stored for n, f in keys):
             return {(n, f): stored[f"{n}|{int(f)}"] for n, f in keys}
-    features = FeatureCache(cache_dir, short_side=teacher.short_side)
+    features = FeatureCache(cache_dir, short_side=teacher.short_side).for_dataset(dataset)
     features.fill(dataset, names, flips=flips, log=log)
     sizes = image_sizes(dataset, names, cache_dir)
     head, _ = head_of(teacher)
