@@ -369,8 +369,7 @@ class _Tables:
     read from a map-resolution table.
     """
 
-    def __init__(self, density: np.ndarray, source_sizes: np.ndarray, moments: bool,
-                 salient_level: Optional[float] = None):
+    def __init__(self, density: np.ndarray, source_sizes: np.ndarray, moments: bool, salient_level: float):
         self.b, self.h, self.w = density.shape
         self.width = source_sizes[:, 0].astype(np.float64)    # (B,)
         self.height = source_sizes[:, 1].astype(np.float64)
@@ -819,7 +818,7 @@ def choose_crops(log_density, source_sizes, config: CropConfig = CropConfig(), *
     if len(sizes) == 0:
         return []
     tables = _Tables(_densities(log_density), sizes, moments=config.composition_weight > 0,
-                     salient_level=config.headroom_level if config.headroom_weight > 0 else None)
+                     salient_level=config.headroom_level)
     grid = _candidate_grid(sizes, config, focus)
     score = None
     if len(config.scales) > 1 or not _exact_covers(grid):
