@@ -186,12 +186,14 @@ class Summary:
         return out
 
     def incremental_line(self) -> str:
-        """What an --incremental run did: `processed 0 files: all 21 unchanged`, or `processed 2 new or
-        changed files, skipped 19 unchanged`."""
+        """What an --incremental run did: `processed 0 files: all 21 unchanged`, or `processed 2 files (new,
+        changed, failed before, or cropped with other settings), skipped 19 unchanged`: a file is processed
+        for any of those reasons (docs/operations.md), so the line names them all rather than guess."""
         if not self.processed:
             return f"processed 0 files: all {self.skipped} unchanged since the last run (--incremental)"
-        return (f"processed {self.processed} new or changed files, skipped {self.skipped} unchanged "
-                f"(--incremental)")
+        files = "file" if self.processed == 1 else "files"
+        return (f"processed {self.processed} {files} (new, changed, failed before, or cropped with other "
+                f"settings), skipped {self.skipped} unchanged (--incremental)")
 
 
 def read_outcomes(root: str) -> tuple[list[dict], list[dict]]:

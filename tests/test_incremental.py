@@ -55,6 +55,8 @@ def test_second_run_over_unchanged_input_processes_nothing(fixtures_dir, tmp_pat
     # The four cropped images are skipped; the file that failed is tried again (an error is never
     # a reason to skip) and fails again.
     assert (second.processed, second.skipped) == (1, 4)
+    # The summary does not call the retried failure "new or changed".
+    assert second.incremental_line().startswith("processed 1 file (new, changed, failed before, or cropped")
     metadata2, errors2 = read_tables(tmp_path / "out")
     assert_accounted(metadata2, errors2, inputs, RATIOS)
     _no_duplicate_keys(metadata2, errors2)
