@@ -3,10 +3,10 @@
 A path goes through the pipeline's own decoder (`gazecrop.decode.decode_for_model`: EXIF orientation,
 reduced-resolution JPEG decode for the model input), then the same model call
 (`gazecrop.model.predict.predict_with_faces`: the map and the faces its face prior found) and the same crop
-search (`gazecrop.search.crop_images`) as the pipeline's stages, so the boxes, focal point and `saliency_kept` are the numbers `gazecrop run`
-writes in its metadata table for that file and those settings. (One caveat: the pipeline may give the
-model several pictures of one input shape in one call, and a batched convolution can differ from a
-single one in the last bits of a float; rarely, that moves a crop by a pixel.)
+search (`gazecrop.search.crop_images`) as the pipeline's stages, so the boxes, focal point and
+`saliency_kept` are the numbers `gazecrop run` writes in its metadata table for that file and those settings.
+(One caveat: the pipeline may give the model several pictures of one input shape in one call, and a batched
+convolution can differ from a single one in the last bits of a float; rarely, that moves a crop by a pixel.)
 
 The model is loaded once per process and spec (`gazecrop.model.predict.load_cached`): the first call
 takes a few seconds (TensorFlow, the weights), later ones only the prediction.
