@@ -2,11 +2,11 @@
 
 A path goes through the pipeline's own decoder (`gazecrop.decode.decode_for_model`: EXIF orientation,
 reduced-resolution JPEG decode for the model input), then the same model call
-(`gazecrop.model.predict.predict_log_densities`) and the same crop search (`gazecrop.search.crop_images`)
-as the pipeline's stages, so the boxes, focal point and `saliency_kept` are the numbers `gazecrop run`
-writes in its metadata table for that file and those settings. (One caveat: the pipeline may give the
-model several pictures of one input shape in one call, and a batched convolution can differ from a
-single one in the last bits of a float; rarely, that moves a crop by a pixel.)
+(`gazecrop.model.predict.predict_with_faces`: the map and the faces its face prior found) and the same crop
+search (`gazecrop.search.crop_images`) as the pipeline's stages, so the boxes, focal point and
+`saliency_kept` are the numbers `gazecrop run` writes in its metadata table for that file and those settings.
+(One caveat: the pipeline may give the model several pictures of one input shape in one call, and a batched
+convolution can differ from a single one in the last bits of a float; rarely, that moves a crop by a pixel.)
 
 The model is loaded once per process and spec (`gazecrop.model.predict.load_cached`): the first call
 takes a few seconds (TensorFlow, the weights), later ones only the prediction.
@@ -37,7 +37,7 @@ import numpy as np
 
 from gazecrop.decode import DEFAULT_MAX_MEGAPIXELS, DecodeError, ModelInput, array_for_model, decode_for_model
 from gazecrop.model.card import MODEL_NAMES, check_model_spec
-from gazecrop.model.predict import load_cached, predict_log_densities
+from gazecrop.model.predict import load_cached, predict_with_faces
 from gazecrop.search import CropConfig, Focus, crop_images, parse_aspect_ratios, ratio_label
 
 __all__ = ["CropBox", "Cropped", "crop"]
@@ -184,9 +184,9 @@ def crop(image: ImageLike, aspect_ratios: str | Sequence = ("1:1", "16:9"), mode
     data = None if isinstance(picture, np.ndarray) else picture.read_bytes()  # an OSError names the file
     loaded = load_cached(spec)
     model_input = _model_input(picture, data, loaded.input_size, max_megapixels)
-    log_density = predict_log_densities(loaded, [model_input.pixels])[0]
+    log_densities, faces = predict_with_faces(loaded, [model_input.pixels])
     size = (model_input.source_width, model_input.source_height)
-    found = crop_images([log_density], [size], config, focus=[hint])[0]
+    found = crop_images(log_densities, [size], config, focus=[hint], faces=faces)[0]
     boxes = tuple(CropBox(aspect_ratio=c.aspect_ratio, x=c.x, y=c.y, width=c.width, height=c.height,
                           focal_x=found.focal_x, focal_y=found.focal_y, saliency_kept=float(c.saliency_kept),
                           rank=c.rank)

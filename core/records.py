@@ -49,6 +49,9 @@ class SaliencyImage(NamedTuple):
     model_version: str
     modified_us: int = 0
     generation: str = ""
+    # The faces the model's face prior found, (K, 5) float32 (x0, y0, x1, y1, score) normalised to the source;
+    # None for a model without one. The crop search keeps their heads whole (`gazecrop.search`, face boxes).
+    faces: np.ndarray | None = None
 
 
 class CroppedImage(NamedTuple):

@@ -12,7 +12,9 @@ Steps of ``choose_crops`` (each a small function below):
 3. ``_candidate_grid``  per window: a grid of candidate offsets on each axis (``_axis_positions``: ends,
                         centre; within the ``_focus_bounds``), every pair of them a candidate.
 4. ``_score``           every candidate's mass, read from the SAT interpolated to source pixels, minus
-                        the optional penalties (of which head room, ``headroom_weight``, is on by default).
+                        the optional penalties (of which head room, ``headroom_weight``, and, for maps that
+                        come with face boxes, the cut through a face's head, ``face_weight``, are on by
+                        default).
 5. ``_next_rank``       per rank: the best candidate (``_pick``, ties toward the image centre) among
                         those overlapping at most ``candidate_overlap`` with better ranks (``_suppress``),
                         then ``_refine``d on finer grids around it down to the pixel, then checked against
@@ -207,6 +209,30 @@ class CropConfig:
     # The share of the map's peak density above which saliency counts as a subject for the head room.
     headroom_level: float = 0.1
 
+    # Face boxes: with the faces a model's face prior found (``choose_crops``'s ``faces``; the default model has
+    # a prior, the fast model none), the score loses ``face_weight`` times how much the crop cuts through them,
+    # at most ``face_limit``. Each face stands for nested boxes: the face, its head (the face box extended
+    # upward by ``face_head`` of its height for forehead and hair, and by ``_HEAD_SIDE`` of its width on each
+    # side) and, with ``face_room``, the head with room above it; a box is cut by the smaller of the shares of
+    # it the crop keeps and leaves out, so a crop keeps a head whole rather than slice it. A box longer than
+    # the crop on an axis (a portrait's face in a 16:9 crop) counts only the part of it a crop can hold: its
+    # bottom on the vertical axis, so the crop keeps the face down to the chin and cuts above it. Faces weigh
+    # by their detection score over the total (a crowd costs no more than one face); boxes are clipped to the
+    # picture. The limit makes it a constraint with a tolerance: the crop keeps a head whole when that costs
+    # at most ``face_limit`` of the score (predicted mass), else the map decides. 0 = off (the faces change
+    # nothing). Model card, "Composition: face boxes".
+    face_weight: float = 1.0
+
+    # Most score a crop gives up to keep the faces' heads whole.
+    face_limit: float = 0.04
+
+    # Height of the hair and forehead above a face box, as a share of the face box's height.
+    face_head: float = 0.6
+
+    # Room above the head, as a share of the face box's height (0: no room box; the head room term still
+    # keeps the crop's top edge clear of the predicted face).
+    face_room: float = 0.0
+
     # Scores within this of the best are a tie, and the tie goes to the window nearest the centre
     # of the source. Mass is a share in [0, 1], so 1e-6 only settles numerical ties; larger values
     # act as a centre prior (keep the centre unless the model is surer than this).
@@ -250,7 +276,7 @@ class CropConfig:
         if not 0.0 <= self.headroom <= 1.0:
             raise ValueError(f"headroom must be in [0, 1]. Received: headroom={self.headroom!r}")
         for name in ("area_weight", "border_weight", "border_band", "composition_weight", "headroom_weight",
-                     "tie_tolerance", "exact_ratio_slack"):
+                     "face_weight", "face_limit", "face_head", "face_room", "tie_tolerance", "exact_ratio_slack"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0. Received: {name}={getattr(self, name)!r}")
 
@@ -369,8 +395,11 @@ class _Tables:
     read from a map-resolution table.
     """
 
-    def __init__(self, density: np.ndarray, source_sizes: np.ndarray, moments: bool, salient_level: float):
+    def __init__(self, density: np.ndarray, source_sizes: np.ndarray, moments: bool, salient_level: float,
+                 faces=None):
         self.b, self.h, self.w = density.shape
+        # The face boxes (B, K, N, 4) and their weights (B, K) (``_face_boxes``), or None.
+        self.face_boxes, self.face_weights = (None, None) if faces is None else faces
         self.width = source_sizes[:, 0].astype(np.float64)    # (B,)
         self.height = source_sizes[:, 1].astype(np.float64)
         self.mass = _sat(density).reshape(self.b, -1)
@@ -426,6 +455,79 @@ class _Tables:
                 - self._corner(t, x1, y0) + self._corner(t, x0, y0))
 
 
+# Face boxes: the head box is the face box widened by this share of its width on each side (ears, hair).
+_HEAD_SIDE = 0.15
+# Most faces per image the search keeps whole (the best detections; a crowd's crop cuts someone anyway).
+_MAX_FACES = 16
+
+
+def _face_boxes(faces: Sequence, sizes: np.ndarray, config: CropConfig):
+    """Per image the boxes ``_face_cut`` keeps whole, in source pixels: (B, K, N, 4) float64 (x0, y0, x1, y1) of
+    each face, its head and (N = 3, with ``face_room``) its head with room above (``CropConfig.face_head``,
+    ``face_room``), clipped to the picture; and (B, K) weights (detection scores over their sum; 0 pads images
+    with fewer faces). None when no image has a face."""
+    found = [np.zeros((0, 5)) if f is None else np.asarray(f, np.float64).reshape(-1, 5)[:_MAX_FACES]
+             for f in faces]
+    found = [f[np.isfinite(f).all(axis=1) & (f[:, 2] > f[:, 0]) & (f[:, 3] > f[:, 1]) & (f[:, 4] > 0)]
+             for f in found]
+    k = max((len(f) for f in found), default=0)
+    if k == 0:
+        return None
+    boxes = np.zeros((len(found), k, 3 if config.face_room > 0 else 2, 4))
+    weights = np.zeros((len(found), k))
+    for i, f in enumerate(found):
+        if not len(f):
+            continue
+        width, height = (float(v) for v in sizes[i])
+        x0, y0, x1, y1 = f[:, 0] * width, f[:, 1] * height, f[:, 2] * width, f[:, 3] * height
+        side, up = _HEAD_SIDE * (x1 - x0), config.face_head * (y1 - y0)
+        room = (config.face_head + config.face_room) * (y1 - y0)
+        nested = [np.stack([x0, y0, x1, y1], -1), np.stack([x0 - side, y0 - up, x1 + side, y1], -1)]
+        if config.face_room > 0:
+            nested.append(np.stack([x0 - side, y0 - room, x1 + side, y1], -1))
+        nested = np.stack(nested, axis=1)                                                    # (K_i, N, 4)
+        boxes[i, :len(f)] = np.clip(nested, 0.0, [width, height, width, height])
+        weights[i, :len(f)] = f[:, 4] / f[:, 4].sum()
+    return boxes, weights
+
+
+def _face_cut(tables: _Tables, x, y, x1, y1) -> np.ndarray:
+    """How much windows [x, x1) x [y, y1) cut through the faces (arrays shaped (B, ...)): per face and box
+    (``_face_boxes``) the smaller of the shares of the box inside and outside the window (on an axis where the
+    box is longer than the window, of its part the window can hold), summed over a face's boxes and weighted
+    over the faces. Direct box arithmetic: a handful of boxes per image."""
+    shape = np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(x1), np.shape(y1))
+    b = shape[0]
+    x, y, x1, y1 = (np.broadcast_to(np.asarray(a, np.float64), shape).reshape(b, -1, 1, 1) for a in (x, y, x1, y1))
+    boxes = tables.face_boxes[:, None]                            # (B, 1, K, N, 4)
+    bx0, by0, bx1, by1 = (boxes[..., j] for j in range(4))        # (B, 1, K, N)
+    bw, bh = bx1 - bx0, by1 - by0
+
+    def share(lo, hi, b0, b1, keep):
+        """(share of the box inside the window on one axis, whether the box fits, whether they overlap). A box
+        longer than the window is first cut down to the window's length, keeping the part ``keep`` says (0: its
+        middle; 1: its bottom: the chin of a face taller than the crop, whose top is then cut)."""
+        overlaps = np.minimum(hi, b1) > np.maximum(lo, b0)
+        excess = np.maximum((b1 - b0) - (hi - lo), 0.0)
+        b0, b1 = b0 + excess * (0.5 + 0.5 * keep), b1 - excess * (0.5 - 0.5 * keep)
+        overlap = np.clip(np.minimum(hi, b1) - np.maximum(lo, b0), 0.0, None)
+        return overlap / np.maximum(b1 - b0, 1e-9), excess == 0, overlaps
+
+    in_x, fits_x, on_x = share(x, x1, bx0, bx1, 0.0)
+    in_y, fits_y, on_y = share(y, y1, by0, by1, 1.0)
+    inside = in_x * in_y
+    # A box that fits: the smaller share, kept or left out. One that does not: what the crop leaves out of the part
+    # it can hold, once the crop touches the box (leaving that part out to cut the rest is no way out).
+    cut = np.where(fits_x & fits_y, np.minimum(inside, 1.0 - inside), np.where(on_x & on_y, 1.0 - inside, 0.0))
+    cut = np.where((bw > 0) & (bh > 0), cut, 0.0).sum(axis=-1)                                      # (B, M, K)
+    return (cut * tables.face_weights[:, None]).sum(axis=-1).reshape(shape)
+
+
+def _face_penalty(tables: _Tables, config: CropConfig, x, y, x1, y1) -> np.ndarray:
+    """What the score loses for cutting faces: ``face_weight`` times ``_face_cut``, at most ``face_limit``."""
+    return np.minimum(config.face_weight * _face_cut(tables, x, y, x1, y1), config.face_limit)
+
+
 def _score(tables: _Tables, config: CropConfig, x, y, cw, ch, largest_area):
     """(score, kept) of windows [x, x+cw) x [y, y+ch); arrays broadcastable to (B, ...)."""
     x, y, cw, ch = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (x, y, cw, ch)))
@@ -447,6 +549,8 @@ def _score(tables: _Tables, config: CropConfig, x, y, cw, ch, largest_area):
     if config.headroom_weight > 0 and (y > 0).any():
         room = tables.box(x, y - config.headroom * ch, x1, y + config.headroom * ch, tables.salient)
         score -= config.headroom_weight * np.where(y > 0, room, 0.0)
+    if config.face_weight > 0 and tables.face_boxes is not None:
+        score -= _face_penalty(tables, config, x, y, x1, y1)
     if config.composition_weight > 0:
         extra = (slice(None),) + (None,) * (x.ndim - 1)
         sx = (tables.w / tables.width)[extra]
@@ -715,6 +819,8 @@ def _exact_largest(tables: _Tables, config: CropConfig, grid: _Grid, window: _Wi
                 room = _slide_mass(tables, i, xs, ys - config.headroom * h, w, 2 * config.headroom * h, tables.salient)
                 score = score - config.headroom_weight * np.where(ys[:, None] > 0, room, 0.0)
             score = score.reshape(1, -1)
+            if config.face_weight > 0 and tables.face_boxes is not None:
+                score = score - _face_penalty(tables.image(i), config, fx, fy, fx + w, fy + h)
             if config.area_weight > 0 and config.min_scale < 1.0:
                 score = score - config.area_weight * (w * h) / largest
         else:
@@ -800,7 +906,7 @@ def _crops_of(ranks: Sequence[_Window], labels: Sequence[str]) -> list[list[Crop
 
 
 def choose_crops(log_density, source_sizes, config: CropConfig = CropConfig(), *,
-                 focus: Optional[Sequence[FocusLike]] = None) -> list[list[Crop]]:
+                 focus: Optional[Sequence[FocusLike]] = None, faces: Optional[Sequence] = None) -> list[list[Crop]]:
     """Chooses the crops of a batch: per image, ``Crop``s for every ratio (ranks 0.. after each other).
 
     Args:
@@ -809,6 +915,8 @@ def choose_crops(log_density, source_sizes, config: CropConfig = CropConfig(), *
       config: the search's tunables (``CropConfig``).
       focus: optional, per image None, ``(x, y)``, ``(x, y, width, height)`` or ``Focus`` in source
         pixels: a region the crop must contain (a person's hint beats the model).
+      faces: optional, per image None or the faces its model's face prior found, (K, 5) rows (x0, y0, x1, y1,
+        score) normalised to the source: the crop keeps their heads whole (``CropConfig.face_weight``).
 
     Returns:
       One list per image, in ``config.aspect_ratios`` order and by rank within a ratio; each ratio
@@ -817,8 +925,11 @@ def choose_crops(log_density, source_sizes, config: CropConfig = CropConfig(), *
     log_density, sizes, focus = _check_inputs(log_density, source_sizes, focus)
     if len(sizes) == 0:
         return []
+    if faces is not None and len(faces) != len(sizes):
+        raise ValueError(f"{len(sizes)} maps but {len(faces)} face entries")
+    faces = None if faces is None or config.face_weight == 0 else _face_boxes(faces, sizes, config)
     tables = _Tables(_densities(log_density), sizes, moments=config.composition_weight > 0,
-                     salient_level=config.headroom_level)
+                     salient_level=config.headroom_level, faces=faces)
     grid = _candidate_grid(sizes, config, focus)
     score = None
     if len(config.scales) > 1 or not _exact_covers(grid):
@@ -837,7 +948,7 @@ class ImageCrops(NamedTuple):
 
 
 def crop_images(log_densities: Sequence[np.ndarray], source_sizes, config: CropConfig = CropConfig(), *,
-                focus: Optional[Sequence[FocusLike]] = None) -> list[ImageCrops]:
+                focus: Optional[Sequence[FocusLike]] = None, faces: Optional[Sequence] = None) -> list[ImageCrops]:
     """The crops and focal point of each image, whatever the shapes of their maps: one ``choose_crops`` call
     per map shape, results in input order.
 
@@ -849,17 +960,19 @@ def crop_images(log_densities: Sequence[np.ndarray], source_sizes, config: CropC
       source_sizes: one (width, height) per image, after EXIF orientation.
       config: the search's tunables (``CropConfig``).
       focus: optional, per image None or a region the crops must contain (see ``choose_crops``).
+      faces: optional, per image None or the faces the model's face prior found (see ``choose_crops``).
     """
     maps = [np.asarray(ld) for ld in log_densities]
     sizes = [(int(w), int(h)) for w, h in source_sizes]
     focus = [None] * len(maps) if focus is None else list(focus)
-    if not len(maps) == len(sizes) == len(focus):
-        raise ValueError(f"{len(maps)} maps, {len(sizes)} source sizes and {len(focus)} focus entries: "
-                         f"one of each per image")
+    faces = [None] * len(maps) if faces is None else list(faces)
+    if not len(maps) == len(sizes) == len(focus) == len(faces):
+        raise ValueError(f"{len(maps)} maps, {len(sizes)} source sizes, {len(focus)} focus entries and "
+                         f"{len(faces)} face entries: one of each per image")
     results: list[Optional[ImageCrops]] = [None] * len(maps)
     for indices in group_by_shape_of(maps).values():
         chosen = choose_crops(np.stack([maps[i] for i in indices]), [sizes[i] for i in indices], config,
-                              focus=[focus[i] for i in indices])
+                              focus=[focus[i] for i in indices], faces=[faces[i] for i in indices])
         for i, crops in zip(indices, chosen):
             focal_x, focal_y = focal_point(maps[i], sizes[i])
             results[i] = ImageCrops(crops=tuple(crops), focal_x=focal_x, focal_y=focal_y)

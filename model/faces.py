@@ -219,12 +219,21 @@ def mix_face_prior(log_density, faces, *, weight, sigma) -> np.ndarray:
     return (out - np.log(mixed.sum())).astype(np.float32)
 
 
-def apply_face_prior(batch, log_densities, prior) -> np.ndarray:
-    """The model's (B, h, w) log-densities with ``prior`` (a readout config's ``face_prior``) applied, faces
-    detected on each (B, h, w, 3) RGB 0..255 model input."""
+def detect_faces(batch, prior) -> list:
+    """The faces ``prior``'s detector finds on each (B, h, w, 3) RGB 0..255 model input: (K, 5) float32 rows
+    (x0, y0, x1, y1, score), normalised to the input, which is the whole source resized (so they are
+    normalised to the source too)."""
     detector = load_detector(prior["min_score"])
-    return np.stack([mix_face_prior(ld, detector(image), weight=float(prior["weight"]), sigma=float(prior["sigma"]))
-                     for image, ld in zip(batch, log_densities)])
+    return [detector(image) for image in batch]
+
+
+def apply_face_prior(batch, log_densities, prior, faces=None) -> np.ndarray:
+    """The model's (B, h, w) log-densities with ``prior`` (a readout config's ``face_prior``) applied, faces
+    detected on each (B, h, w, 3) RGB 0..255 model input (or ``faces``, ``detect_faces``'s result for it)."""
+    if faces is None:
+        faces = detect_faces(batch, prior)
+    return np.stack([mix_face_prior(ld, found, weight=float(prior["weight"]), sigma=float(prior["sigma"]))
+                     for found, ld in zip(faces, log_densities)])
 
 
 def check_face_prior(prior) -> dict:

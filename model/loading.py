@@ -97,6 +97,12 @@ class SaliencyModel:
 
         With a face prior, the network's density mixed with the faces found in each input: here, so that every
         caller (the pipeline through a shared model's proxy, ``gazecrop.crop``, the tools) gets it."""
+        return self.predict_with_faces(batch)[0]
+
+    def predict_with_faces(self, batch):
+        """``predict``'s log-densities, and the faces its face prior found: a list of B (K, 5) float32 arrays
+        (x0, y0, x1, y1, score; normalised to the input, so to the source), or None for a model without a
+        face prior. The crop search keeps the heads of those faces whole (``gazecrop.search``, face boxes)."""
         batch = np.asarray(batch)
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise ValueError(f"batch must be (B, h, w, 3) RGB. Received: batch.shape={batch.shape}")
@@ -104,9 +110,10 @@ class SaliencyModel:
             raise ValueError(f"batch height and width must be positive multiples of 16. "
                              f"Received: batch.shape={batch.shape}")
         log_density = np.asarray(self._forward(batch.astype(np.float32, copy=False)), dtype=np.float32)
-        if self.face_prior is not None:
-            log_density = faces.apply_face_prior(batch, log_density, self.face_prior)
-        return log_density
+        if self.face_prior is None:
+            return log_density, None
+        found = faces.detect_faces(batch, self.face_prior)
+        return faces.apply_face_prior(batch, log_density, self.face_prior, found), found
 
 
 def model_version(keras_model, config):

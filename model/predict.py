@@ -1,6 +1,6 @@
 """Predicting saliency: the model loaded once per process, applied to model inputs; and a command.
 
-``load_cached`` and ``predict_log_densities`` are what the pipeline's inference stage
+``load_cached`` and ``predict_with_faces`` (``predict_log_densities``) are what the pipeline's inference stage
 (``gazecrop.transforms.inference``) and ``gazecrop.crop`` both call, so both load a model the same way
 and give the same log-density for the same input. Neither imports TensorFlow until a model is loaded.
 
@@ -66,13 +66,28 @@ def predict_log_densities(model, inputs):
     Inputs go to the model as uint8 (the model casts them): where the model is shared across processes
     each batch is pickled to the process that holds it, and uint8 is a quarter of the bytes.
     """
+    return predict_with_faces(model, inputs)[0]
+
+
+def predict_with_faces(model, inputs):
+    """``predict_log_densities``, and the faces the model's face prior found on each input (the crop search's
+    face boxes): ``(log_densities, faces)``, ``faces`` a list of (K, 5) float32 arrays (x0, y0, x1, y1, score,
+    normalised to the source) or of None where the model has no face prior (or no ``predict_with_faces``: a
+    stand-in model)."""
     out = [None] * len(inputs)
+    found = [None] * len(inputs)
+    with_faces = getattr(model, "predict_with_faces", None)
     for indices in group_by_shape_of(inputs).values():
         batch = np.stack([inputs[i] for i in indices])
-        log_density = np.asarray(model.predict(batch), dtype=np.float32)
+        if with_faces is None:
+            log_density, faces = model.predict(batch), None
+        else:
+            log_density, faces = with_faces(batch)
+        log_density = np.asarray(log_density, dtype=np.float32)
         for row, i in enumerate(indices):
             out[i] = log_density[row]
-    return out
+            found[i] = None if faces is None else np.asarray(faces[row], np.float32).reshape(-1, 5)
+    return out, found
 
 
 def predict_images(model, images, *, batch_size=8):

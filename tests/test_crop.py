@@ -1,12 +1,13 @@
 """Crop geometry and selection (core/search.py, `gazecrop.search`), on plain numpy without Beam."""
 
+import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gazecrop.search import (Crop, CropConfig, Focus, choose_crops, focal_point, parse_aspect_ratios,
+from gazecrop.search import (Crop, CropConfig, Focus, choose_crops, crop_images, focal_point, parse_aspect_ratios,
                              ratio_dirname, ratio_label, window_sizes)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -479,3 +480,60 @@ def test_empty_batch_and_bad_arguments():
         choose_crops(np.zeros((1, 8, 8), np.float32), [(0, 10)])
     with pytest.raises(ValueError):
         choose_crops(np.zeros((8,), np.float32), [(10, 10)])
+
+
+# ----------------------------------------------------------------------------------------------
+# Face boxes (CropConfig.face_weight): the faces a model's face prior found, kept whole
+# ----------------------------------------------------------------------------------------------
+
+def _portrait():
+    """A portrait's map (600 x 900 source, 20 px cells): a face (tight blob) above a body (broad blob), and the
+    face's box (x0, y0, x1, y1, score) normalised: 240..360 x 230..350 px, its head up to y = 230 - 0.6 * 120."""
+    ld = np.logaddexp(_blob(45, 30, 14, 15, 1.5), _blob(45, 30, 24, 15, 4) + np.log(0.3)).astype(np.float32)
+    return ld, np.array([[0.4, 230 / 900, 0.6, 350 / 900, 0.9]], np.float32)
+
+
+def test_face_boxes_keep_the_head_whole():
+    # The map ends at the forehead: without the face boxes the 16:9 crop starts at y 200, through the hair.
+    ld, face = _portrait()
+    config = CropConfig(aspect_ratios=((16, 9),), face_limit=1.0)
+    plain = choose_crops(ld[None], [(600, 900)], dataclasses.replace(config, face_weight=0.0), faces=[face])[0][0]
+    kept = choose_crops(ld[None], [(600, 900)], config, faces=[face])[0][0]
+    head_top = 230 - config.face_head * 120
+    assert plain.y > head_top + 20
+    assert kept.y <= head_top and kept.y + kept.height >= 350
+    assert kept.saliency_kept < plain.saliency_kept and kept.score == pytest.approx(kept.saliency_kept, abs=1e-9)
+
+
+def test_face_boxes_give_up_at_most_face_limit():
+    # The same portrait at the default limit: keeping the hair would cost more predicted mass than face_limit,
+    # so the crop stays where the map puts it and its score is the mass less the limit.
+    ld, face = _portrait()
+    config = CropConfig(aspect_ratios=((16, 9),), face_limit=0.01)
+    plain = choose_crops(ld[None], [(600, 900)], dataclasses.replace(config, face_weight=0.0), faces=[face])[0][0]
+    limited = choose_crops(ld[None], [(600, 900)], config, faces=[face])[0][0]
+    assert limited.y == plain.y and limited.score == pytest.approx(plain.score - 0.01, abs=1e-9)
+
+
+def test_a_face_taller_than_the_crop_is_kept_down_to_the_chin():
+    # A close-up: the face box (150..700 px) is taller than any 16:9 crop (333 px); the crop keeps its bottom part
+    # (down to the chin) and cuts above, where the map alone centres on the middle of the picture.
+    ld = _blob(45, 30, 16, 15, 5)
+    face = np.array([[0.2, 150 / 900, 0.8, 700 / 900, 0.9]], np.float32)
+    config = CropConfig(aspect_ratios=((16, 9),), face_limit=1.0)
+    plain = choose_crops(ld[None], [(600, 900)], dataclasses.replace(config, face_weight=0.0), faces=[face])[0][0]
+    kept = choose_crops(ld[None], [(600, 900)], config, faces=[face])[0][0]
+    assert plain.y + plain.height < 600
+    assert kept.y + kept.height == 700
+
+
+def test_no_faces_change_nothing():
+    maps, sizes = _random_maps(3, 24, 32, seed=3), [(640, 480), (480, 640), (500, 500)]
+    plain = choose_crops(maps, sizes)
+    assert choose_crops(maps, sizes, faces=[None, np.zeros((0, 5), np.float32), None]) == plain
+    # A face with the term off, and crop_images passing faces through per map shape.
+    face = np.array([[0.4, 0.3, 0.6, 0.5, 0.9]], np.float32)
+    assert choose_crops(maps, sizes, CropConfig(face_weight=0.0), faces=[face, face, face]) == plain
+    assert [list(f.crops) for f in crop_images(list(maps), sizes, faces=[None] * 3)] == plain
+    with pytest.raises(ValueError, match="face entries"):
+        choose_crops(maps, sizes, faces=[None])

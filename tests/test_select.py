@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gazecrop.search import CropConfig, Focus
+from gazecrop.search import CropConfig, Focus, choose_crops
 from gazecrop.transforms.focus import FocusRow, FocusTableError
 from gazecrop.records import SaliencyImage, SourceFile
 from gazecrop.transforms.select import (focus_key, focus_keys_found, resolve_focus_table, select_crops,
@@ -71,3 +71,15 @@ def test_focus_rows_naming_no_input():
     assert focus_keys_found(SourceFile("gs://b/in/b.jpg", "b.jpg", b""), keys=keys) == ["gs://b/in/b.jpg"]
     assert unmatched_focus_keys({"gs://b/in/a.jpg", "gs://b/in/b.jpg"}, rows=table.rows) == ["nowhere.jpg"]
     assert unmatched_focus_keys(set(), rows=table.rows) == ["b.jpg", "gs://b/in/a.jpg", "nowhere.jpg"]
+
+
+def test_the_faces_of_a_saliency_image_reach_the_crop_search():
+    # The inference stage hands on the faces the model's face prior found; the crop search keeps them whole.
+    image = _image("/in/p.jpg", "p.jpg", 600, 900, seed=5)
+    face = np.array([[0.3, 0.55, 0.7, 0.65, 0.9]], np.float32)   # cut by the plain crop (y 530)
+    config = CropConfig(aspect_ratios=((16, 9),), face_limit=1.0)
+    with_faces = select_crops([image._replace(faces=face)], config)[0].crops
+    assert with_faces == tuple(choose_crops(image.log_density[None], [(600, 900)], config, faces=[face])[0])
+    assert select_crops([image], config)[0].crops == tuple(choose_crops(image.log_density[None], [(600, 900)],
+                                                                        config)[0])
+    assert with_faces != select_crops([image], config)[0].crops

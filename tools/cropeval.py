@@ -46,6 +46,7 @@ import numpy as np
 
 from gazecrop.tools.data import DEFAULT_DATASET, default_cache_dir, read_fixations, read_image_list
 from gazecrop.model.images import read_image_rgb, resize_for_model
+from gazecrop.model.predict import predict_with_faces
 from gazecrop.search import CropConfig, Focus, choose_crops, parse_aspect_ratios, ratio_label, window_sizes
 from gazecrop.transforms.focus import read_focus_table
 
@@ -198,22 +199,33 @@ class Predictor:
         self.computed = 0
 
     def __call__(self, name, rgb) -> np.ndarray:
+        return self.with_faces(name, rgb)[0]
+
+    def with_faces(self, name, rgb):
+        """The log-density and the faces the model's face prior found ((K, 5), normalised; None without a prior),
+        as the pipeline's inference stage gives them to its crop stage. The faces are cached beside the map
+        (``.faces.npy``)."""
         size = self.model.input_size(*rgb.shape[:2])
-        path = None
+        path = faces_path = None
+        prior = getattr(self.model, "face_prior", None) is not None
         if self.cache is not None:
             path = self.cache / f"{name}.{size[0]}x{size[1]}.npy"
-            if path.is_file():
-                return np.load(path)
+            faces_path = path.with_suffix(".faces.npy")
+            if path.is_file() and (not prior or faces_path.is_file()):
+                return np.load(path), (np.load(faces_path) if prior else None)
         start = time.perf_counter()
-        log_density = self.model.predict(resize_for_model(rgb, size)[None])[0]
+        log_densities, faces = predict_with_faces(self.model, [resize_for_model(rgb, size)])
+        log_density, found = log_densities[0], faces[0]
         self.seconds += time.perf_counter() - start
         self.computed += 1
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, log_density)
-            tmp.replace(path)
-        return log_density
+            for file, array in ((path, log_density), (faces_path, found)):
+                if array is not None:
+                    tmp = file.with_suffix(".tmp.npy")
+                    np.save(tmp, array)
+                    tmp.replace(file)
+        return log_density, found
 
 
 # ----------------------------------------------------------------------------------------------
@@ -418,13 +430,13 @@ def gazecrop_crops(image: _Stimulus, predictor: Predictor, config: CropConfig, f
     """The model's crops of one image, scored into ``tally``: the share of the main crops (rank 0), and with
     ``candidates > 1`` the best rank's share per ratio (``gazecrop-any-rank``). Timed: the crop search
     here, the model in ``Predictor``."""
-    log_density = predictor(image.name, image.rgb)
+    log_density, faces = predictor.with_faces(image.name, image.rgb)
     t0 = time.perf_counter()
     if focus == FIXATION_PEAK:
         hint = fixation_peak(image.rows, image.cols, image.width, image.height)
     else:
         hint = None if focus is None else focus.get(image.name)
-    crops = choose_crops(log_density[None], [(image.width, image.height)], config, focus=[hint])[0]
+    crops = choose_crops(log_density[None], [(image.width, image.height)], config, focus=[hint], faces=[faces])[0]
     tally.seconds["gazecrop"] += time.perf_counter() - t0
     boxes = [(c.x, c.y, c.width, c.height) for c in crops if c.rank == 0]
     if "gazecrop-any-rank" in tally.shares:
@@ -544,6 +556,12 @@ def _parser():
     p.add_argument("--headroom", type=float, default=d.headroom, help="CropConfig.headroom (default: %(default)s)")
     p.add_argument("--headroom_level", type=float, default=d.headroom_level,
                    help="CropConfig.headroom_level (default: %(default)s)")
+    p.add_argument("--face_weight", type=float, default=d.face_weight,
+                   help="CropConfig.face_weight (default: %(default)s; 0 = crops ignore the face boxes)")
+    p.add_argument("--face_limit", type=float, default=d.face_limit,
+                   help="CropConfig.face_limit (default: %(default)s)")
+    p.add_argument("--face_head", type=float, default=d.face_head, help="CropConfig.face_head (default: %(default)s)")
+    p.add_argument("--face_room", type=float, default=d.face_room, help="CropConfig.face_room (default: %(default)s)")
     p.add_argument("--tie_tolerance", type=float, default=d.tie_tolerance, help="CropConfig.tie_tolerance (default: %(default)s)")
     p.add_argument("--focus", help="CSV or Parquet with columns image, x, y[, width, height]: a region "
                                    "each gazecrop crop must contain")
@@ -614,7 +632,8 @@ def crop_config(args) -> CropConfig:
                       candidate_overlap=args.candidate_overlap, border_weight=args.border_weight,
                       border_band=args.border_band, composition_weight=args.composition_weight,
                       headroom_weight=args.headroom_weight, headroom=args.headroom,
-                      headroom_level=args.headroom_level, tie_tolerance=args.tie_tolerance)
+                      headroom_level=args.headroom_level, face_weight=args.face_weight, face_limit=args.face_limit,
+                      face_head=args.face_head, face_room=args.face_room, tie_tolerance=args.tie_tolerance)
 
 
 def image_names(args, dataset: Path) -> list:

@@ -41,7 +41,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from gazecrop.model.predict import TF_ENV_VARS, load_cached, predict_log_densities
+from gazecrop.model.predict import TF_ENV_VARS, load_cached, predict_with_faces
 from gazecrop.records import DecodedImage, SaliencyImage
 from gazecrop.transforms.dead_letters import dead_letter_rows
 
@@ -84,14 +84,15 @@ InferenceFn = Callable[[Any, Sequence[DecodedImage], str], Iterable[SaliencyImag
 
 
 def predict_by_shape(model: Any, images: Sequence[DecodedImage], model_version: str) -> list[SaliencyImage]:
-    """Default inference function: `gazecrop.model.predict.predict_log_densities` (one `model.predict` call
-    per input shape, uint8 batches) over the images' model inputs; results in input order."""
-    log_densities = predict_log_densities(model, [image.pixels for image in images])
+    """Default inference function: `gazecrop.model.predict.predict_with_faces` (one model call per input
+    shape, uint8 batches) over the images' model inputs; results in input order, each with its map and the
+    faces the model's face prior found (None without one), which the crop stage keeps whole."""
+    log_densities, faces = predict_with_faces(model, [image.pixels for image in images])
     return [SaliencyImage(uri=image.uri, relpath=image.relpath, data=image.data, sha256=image.sha256,
                           source_width=image.source_width, source_height=image.source_height,
                           log_density=log_density, model_version=model_version, modified_us=image.modified_us,
-                          generation=image.generation)
-            for image, log_density in zip(images, log_densities)]
+                          generation=image.generation, faces=found)
+            for image, log_density, found in zip(images, log_densities, faces)]
 
 
 @dataclasses.dataclass(frozen=True)

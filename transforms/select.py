@@ -115,7 +115,8 @@ def select_crops(images: Sequence[SaliencyImage], config: CropConfig,
     keys = [focus_key(focus, image.uri) for image in images]
     hints = [None if key is None else focus[key] for key in keys]
     chosen = crop_images([image.log_density for image in images],
-                         [(image.source_width, image.source_height) for image in images], config, focus=hints)
+                         [(image.source_width, image.source_height) for image in images], config, focus=hints,
+                         faces=[image.faces for image in images])
     return [CroppedImage(image=image, crops=found.crops, focal_x=found.focal_x, focal_y=found.focal_y, focus=hint)
             for image, hint, found in zip(images, hints, chosen)]
 
