@@ -36,9 +36,11 @@ Scene, the bundled default's data): the student trains on the union of their tra
 epoch is the one with the best *mean over datasets* of the val IG, and the val metrics of each are
 printed and recorded. The centre bias is the teacher's (fitted on the teacher's training data).
 
-About 11 minutes on 2 CPU cores (6 epochs of ~90 s, Fisher scores ~1 min), given the teacher's
-feature cache (``python -m gazecrop.tools.features``). Seeds are fixed; as for ``gazecrop.tools.train``, TensorFlow's CPU kernels are not bit-exact across
-thread schedules, so a rerun agrees to within the run-to-run spread (model/README.md).
+About 29 minutes on 2 CPU cores shared with other jobs (load 4-7) for MIT1003 + Scene (6 epochs of
+~3 min with their val passes, Fisher scores ~1.5 min, teacher maps 4 min the first time), given the
+teacher's feature cache (``python -m gazecrop.tools.features``); 11 minutes for MIT1003 alone on quieter
+cores. Seeds are fixed; as for ``gazecrop.tools.train``, TensorFlow's CPU kernels are not bit-exact
+across thread schedules, so a rerun agrees to within the run-to-run spread (model/README.md).
 """
 
 import argparse
