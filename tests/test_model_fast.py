@@ -1,6 +1,7 @@
 """The bundled fast model (``load_model("fast")``): loads offline, its geometry, its output, its cost."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,3 +83,35 @@ def test_pruning_keeps_exactly_the_chosen_feature_maps():
     x = _batch(1, 64, 96)
     np.testing.assert_allclose(np.asarray(small(x)), np.asarray(full(x)), rtol=1e-4, atol=1e-3)
     assert small.get_layer("block3_conv2").filters == 9
+
+
+def test_train_fast_defaults_to_the_default_models_data_and_float32():
+    from gazecrop.tools.data import BUNDLED_DATASETS
+    from gazecrop.tools.train_fast import parse_args
+
+    args = parse_args([])
+    assert args.dataset == list(BUNDLED_DATASETS) and args.precision == "float32"
+    assert parse_args(["--dataset", "a", "b"]).dataset == [Path("a"), Path("b")]
+
+
+def test_bfloat16_training_copy_computes_the_body_in_bfloat16_and_shares_the_weights():
+    # Training under --precision mixed_bfloat16 runs on a copy: body in bfloat16, readout and finaliser in
+    # float32 (a log-softmax in bfloat16 would round the loss), weights float32 and the same as the model's.
+    from gazecrop.model import network
+    from gazecrop.tools.train_fast import FEATURES, training_copy
+
+    widths = (4, 4, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8)
+    km = network.deepgaze(body_widths=widths, features=FEATURES, short_side=64)
+    copy = training_copy(km, "mixed_bfloat16")
+    assert copy.get_layer("block1_conv1").compute_dtype == "bfloat16"
+    assert copy.get_layer("block4_pool").compute_dtype == "bfloat16"
+    assert copy.get_layer("readout_conv1").compute_dtype == "float32"
+    assert copy.get_layer("log_density").compute_dtype == "float32"
+    assert all(v.dtype == "float32" for v in copy.weights)
+    for a, b in zip(km.get_weights(), copy.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = _batch(1, 64, 96)
+    out = np.asarray(copy(x))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(logsumexp(out, axis=(1, 2)), 0.0, atol=1e-4)
+    np.testing.assert_allclose(out, np.asarray(km(x)), atol=0.1)
