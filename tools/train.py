@@ -366,36 +366,51 @@ def val_log_likelihood(samples, batch_size, log_likelihood_sum):
     return total / count / LN2
 
 
-def fit(head, args, data: TrainingData, cb_per_dataset, log):
-    """Trains ``head`` for up to ``--epochs``, stopping after ``--patience`` epochs without a val gain,
+def fit(model, args, data: TrainingData, cb_per_dataset, log, *, steps=None, head=None, start_label=None):
+    """Trains ``model`` for up to ``--epochs``, stopping after ``--patience`` epochs without a val gain,
     and leaves it with the best epoch's weights. The val criterion is the mean over datasets of each
-    one's val LL (so of its IG over the centre bias). Returns ``(val LL, epoch, layer weights, val LL per
-    dataset)`` of the best epoch."""
+    one's val LL (so of its IG over the centre bias). Returns ``(val LL, epoch, weights, val LL per
+    dataset)`` of the best epoch.
+
+    ``steps``: ``(train_step, log_likelihood_sum)``, by default ``compiled_steps(model, ...)``; ``head``: the
+    ``deepgaze_head`` whose blur and centre-bias weight the epoch lines print (default ``model`` itself);
+    ``start_label``: score ``model`` as it is before training, as epoch 0 so labelled, so that training that
+    never improves on a starting model keeps it (``gazecrop.tools.tune``).
+    """
     rng = np.random.default_rng(args.seed)
     train_samples = data.train_samples
-    train_step, log_likelihood_sum = compiled_steps(head, args, len(train_samples))
+    train_step, log_likelihood_sum = steps or compiled_steps(model, args, len(train_samples))
+    head = model if head is None else head
+    cb_ll = float(np.mean(cb_per_dataset))
+
+    def val():
+        return [val_log_likelihood(d.val_samples, args.batch_size, log_likelihood_sum) for d in data.datasets]
+
+    def ig_text(per_dataset):
+        return per_dataset_text(data.datasets, np.subtract(per_dataset, cb_per_dataset), "{:+.4f}")
+
     best = (-np.inf, 0, None, None)
+    if start_label is not None:
+        per_dataset = val()
+        best = (float(np.mean(per_dataset)), 0, model.get_weights(), per_dataset)
+        log(f"epoch   0 ({start_label})  val IG {best[0] - cb_ll:+.4f}{ig_text(per_dataset)} bits/fix")
     stale = 0
     for epoch in range(1, args.epochs + 1):
         start = time.time()
         train_ll = train_epoch(train_samples, args.batch_size, rng, train_step)
-        per_dataset = [val_log_likelihood(d.val_samples, args.batch_size, log_likelihood_sum)
-                       for d in data.datasets]
+        per_dataset = val()
         ll = float(np.mean(per_dataset))
         improved = ll > best[0] + 1e-4
-        ig_text = per_dataset_text(data.datasets, np.subtract(per_dataset, cb_per_dataset), "{:+.4f}")
-        log(epoch_line(head, epoch, train_ll, ll, float(np.mean(cb_per_dataset)), time.time() - start,
-                       improved, ig_text))
+        log(epoch_line(head, epoch, train_ll, ll, cb_ll, time.time() - start, improved, ig_text(per_dataset)))
         if improved:
-            best = (ll, epoch, [l.get_weights() for l in head.layers], per_dataset)
+            best = (ll, epoch, model.get_weights(), per_dataset)
             stale = 0
         else:
             stale += 1
             if stale >= args.patience:
                 log(f"early stop: no val improvement for {args.patience} epochs")
                 break
-    for layer, weights in zip(head.layers, best[2]):
-        layer.set_weights(weights)
+    model.set_weights(best[2])
     return best
 
 

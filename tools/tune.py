@@ -20,7 +20,6 @@ the readout and the finaliser stay float32.
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -155,47 +154,13 @@ def tune(args, log=print):
     teacher = init_head(args, init_model, dropout=0.0)
     head = init_head(args, init_model, dropout=args.dropout)
     student = build_student(args, init_model, head)
-    best = fit(student, teacher, args, data, cb_per_dataset, log)
+    # Epoch 0 is the --init model, scored first, so that a tuning that never improves on it says so and keeps it.
+    best = base.fit(student, args, data, cb_per_dataset, log, head=student.get_layer("deepgaze_head"),
+                    steps=compiled_steps(student, teacher, args, len(data.train_samples)), start_label="--init")
     log(f"best epoch {best[1]}: IG over centre bias {best[0] - np.mean(cb_per_dataset):+.4f} bits/fixation "
         f"(model resolution)" + base.per_dataset_text(data.datasets, np.subtract(best[3], cb_per_dataset), "{:+.4f}"))
     save(student, head, init_model, args, best, data, cb_per_dataset)
     log(f"wrote {args.output}")
-    return best
-
-
-def fit(student, teacher, args, data, cb_per_dataset, log):
-    """``gazecrop.tools.train.fit`` with epoch 0 (the ``--init`` model) scored first, so that a tuning that never
-    improves on it says so. Leaves ``student`` at the best epoch."""
-    train_samples = data.train_samples
-    rng = np.random.default_rng(args.seed)
-    train_step, ll_sum = compiled_steps(student, teacher, args, len(train_samples))
-    cb_ll = float(np.mean(cb_per_dataset))
-
-    def val():
-        return [base.val_log_likelihood(d.val_samples, args.batch_size, ll_sum) for d in data.datasets]
-
-    per_dataset = val()
-    best = (float(np.mean(per_dataset)), 0, student.get_weights(), per_dataset)
-    log(f"epoch   0 (--init)  val IG {best[0] - cb_ll:+.4f}"
-        + base.per_dataset_text(data.datasets, np.subtract(per_dataset, cb_per_dataset), "{:+.4f}") + " bits/fix")
-    stale = 0
-    for epoch in range(1, args.epochs + 1):
-        start = time.time()
-        train_ll = base.train_epoch(train_samples, args.batch_size, rng, train_step)
-        per_dataset = val()
-        ll = float(np.mean(per_dataset))
-        improved = ll > best[0] + 1e-4
-        ig_text = base.per_dataset_text(data.datasets, np.subtract(per_dataset, cb_per_dataset), "{:+.4f}")
-        log(base.epoch_line(student.get_layer("deepgaze_head"), epoch, train_ll, ll, cb_ll, time.time() - start,
-                            improved, ig_text))
-        if improved:
-            best, stale = (ll, epoch, student.get_weights(), per_dataset), 0
-        else:
-            stale += 1
-            if stale >= args.patience:
-                log(f"early stop: no val improvement for {args.patience} epochs")
-                break
-    student.set_weights(best[2])
     return best
 
 
