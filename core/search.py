@@ -613,11 +613,14 @@ def _pick(score, x, y, cw, ch, width, height, tolerance):
     return np.argmin(distance, axis=-1), valid
 
 
-def _iou(ax, ay, aw, ah, bx, by, bw, bh):
+def window_iou(ax, ay, aw, ah, bx, by, bw, bh):
+    """Intersection over union of windows (x, y, width, height), broadcasting; 0 where the union is empty. The
+    crop search's candidate suppression and the face detector's box merging (``gazecrop.model.faces``) use it."""
     ix = np.clip(np.minimum(ax + aw, bx + bw) - np.maximum(ax, bx), 0, None)
     iy = np.clip(np.minimum(ay + ah, by + bh) - np.maximum(ay, by), 0, None)
     inter = ix * iy
-    return inter / (aw * ah + bw * bh - inter)
+    union = aw * ah + bw * bh - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -714,8 +717,8 @@ def _candidate_grid(sizes, config: CropConfig, focus: Sequence[Optional[Focus]])
 def _suppress(score, x, y, width, height, taken: Sequence[_Window], max_overlap: float):
     """``score`` with -inf for every candidate overlapping (IoU > ``max_overlap``) a better rank's window."""
     for t in taken:
-        overlap = _iou(x, y, width, height,
-                       t.x[..., None], t.y[..., None], t.width[..., None], t.height[..., None])
+        overlap = window_iou(x, y, width, height,
+                             t.x[..., None], t.y[..., None], t.width[..., None], t.height[..., None])
         score = np.where(t.valid[..., None] & (overlap > max_overlap), -np.inf, score)
     return score
 

@@ -33,6 +33,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gazecrop.search import window_iou
+
 #: Readout config key of the face prior: {"weight", "sigma", "min_score"}; absent: no prior.
 FACE_PRIOR_KEY = "face_prior"
 
@@ -155,23 +157,16 @@ def _weighted_nms(boxes, scores) -> np.ndarray:
     valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     boxes, scores = boxes[valid], scores[valid]
     out = []
+    x, y, w, h = boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     left = np.ones(len(boxes), bool)
     while left.any():
         i = int(np.argmax(left))
-        members = left & (_iou(boxes[i], boxes) > _NMS_IOU)
+        members = left & (window_iou(x[i], y[i], w[i], h[i], x, y, w, h) > _NMS_IOU)
         members[i] = True
         weights = scores[members]
         out.append([*(weights @ boxes[members] / weights.sum()), scores[i]])
         left &= ~members
     return np.asarray(out, np.float32).reshape(-1, 5)
-
-
-def _iou(box, boxes):
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = ix * iy
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 _LOAD_LOCK = threading.Lock()

@@ -12,6 +12,7 @@ the text. The test of the demo run checks that every 9:16 and 16:9 crop keeps th
 
 from __future__ import annotations
 
+import functools
 import os
 
 import cv2
@@ -30,7 +31,7 @@ SCENES = (
 
 def draw_scene(width: int, height: int, seed: int) -> np.ndarray:
     """One synthetic RGB scene: sky/ground gradient, noise, a figure and an object off-centre."""
-    return _draw(width, height, seed)[0]
+    return _draw(width, height, seed)[0].copy()
 
 
 def face_box(width: int, height: int, seed: int) -> tuple[int, int, int, int]:
@@ -56,6 +57,7 @@ def _draw_face(image: np.ndarray, fx: int, fy: int, r: int) -> tuple[int, int, i
     return fx - int(r * 1.08), max(0, top), fx + int(r * 1.08), fy + r
 
 
+@functools.lru_cache(maxsize=len(SCENES))
 def _draw(width: int, height: int, seed: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     rng = np.random.default_rng(seed)
     sky = np.array(rng.integers(120, 220, 3), np.float32)

@@ -42,6 +42,12 @@ class Fixations:
         return rows, cols
 
 
+def dataset_label(dataset_dir) -> str:
+    """A dataset's short name, its folder's name: it keys training samples, the feature, size and teacher-map
+    caches and the logs (image names may repeat across datasets)."""
+    return Path(dataset_dir).resolve().name
+
+
 def read_fixations(dataset_dir):
     """Reads ``fixations.csv`` → {image name: Fixations}."""
     path = Path(dataset_dir) / "fixations.csv"

@@ -17,6 +17,7 @@ import numpy as np
 
 from gazecrop.model import loading, network
 from gazecrop.model.images import read_image_rgb, resize_for_model
+from gazecrop.tools.data import dataset_label
 
 #: Body layers cached (all on the 1/16 grid); the readout reads a subset of them.
 CACHED_LAYERS = ("block4_pool", "block5_conv1", "block5_conv3")
@@ -57,7 +58,7 @@ class FeatureCache:
         """This cache (the same body) with its files in a folder of their own for ``dataset_dir``,
         named as the folder is, as the size cache is: image names may repeat across datasets."""
         view = copy.copy(self)
-        view.dir = self.dir / Path(dataset_dir).resolve().name
+        view.dir = self.dir / dataset_label(dataset_dir)
         view.dir.mkdir(parents=True, exist_ok=True)
         return view
 

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from gazecrop.model import faces, loading, network
-from gazecrop.tools.data import BUNDLED_DATASETS, default_cache_dir, read_fixations, read_split
+from gazecrop.tools.data import BUNDLED_DATASETS, dataset_label, default_cache_dir, read_fixations, read_split
 from gazecrop.tools.features import CACHED_LAYERS, FeatureCache
 from gazecrop.model.images import read_image_rgb
 from gazecrop.model.saliency import centre_bias_log_density, fit_centre_bias
@@ -40,7 +40,7 @@ CENTRE_BIAS_BANDWIDTHS = (0.01, 0.015, 0.02, 0.03, 0.04, 0.06)
 
 def image_sizes(dataset_dir, names, cache_dir):
     """(height, width) of each stimulus, cached in ``cache_dir/sizes-<dataset>.json``."""
-    path = Path(cache_dir) / f"sizes-{Path(dataset_dir).resolve().name}.json"
+    path = Path(cache_dir) / f"sizes-{dataset_label(dataset_dir)}.json"
     sizes = json.loads(path.read_text()) if path.exists() else {}
     missing = [n for n in names if n not in sizes]
     for n in missing:
@@ -252,7 +252,7 @@ def load_data(args, log) -> TrainingData:
 def dataset_labels(dataset_dirs):
     """A short name for each dataset folder (its name): they key samples, the feature and size caches
     and the log, so two folders of the same name are refused."""
-    labels = [Path(d).resolve().name for d in dataset_dirs]
+    labels = [dataset_label(d) for d in dataset_dirs]
     if len(set(labels)) < len(labels):
         raise ValueError("dataset folders must have distinct names. "
                          f"Received: --dataset {' '.join(map(str, dataset_dirs))}")

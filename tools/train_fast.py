@@ -27,6 +27,9 @@ Fisher-pruned body:
    crop gain (``gazecrop.tools.cropeval``) are printed; the epoch with the best val IG is kept.
    ``--precision mixed_bfloat16`` trains a copy whose body computes in bfloat16 (weights float32);
    the val figures are always those of the float32 network, as it is shipped.
+   ``--no-prune`` skips step 3: the whole full-width network is fine-tuned (with ``--short-side 224``, the
+   default model's network: a whole-body fine-tune distilled from the default; see the model card, "Issue 17:
+   every variant tried").
 5. The body is rounded to float16 (how it is stored), the val metrics at stimulus resolution
    are computed (as ``gazecrop.tools.evaluate``), and ``model/weights/fast.weights.h5`` is written with
    the body, the readout, the config and the command.
@@ -52,7 +55,7 @@ from typing import NamedTuple
 import numpy as np
 
 from gazecrop.model import loading, network
-from gazecrop.tools.data import BUNDLED_DATASETS, default_cache_dir, read_fixations, read_split
+from gazecrop.tools.data import BUNDLED_DATASETS, dataset_label, default_cache_dir, read_fixations, read_split
 from gazecrop.tools.train import dataset_labels, per_dataset_text
 from gazecrop.model.images import read_image_rgb, resize_for_model
 from gazecrop.model.saliency import centre_bias_log_density, resize_log_density
@@ -110,7 +113,7 @@ def teacher_maps(teacher, dataset, names, short_side, cache_dir, *, flips, log):
     from gazecrop.tools.features import FeatureCache
     from gazecrop.tools.train import image_sizes
 
-    label = Path(dataset).resolve().name
+    label = dataset_label(dataset)
     path = Path(cache_dir) / "fast" / f"teacher-{teacher.version}-s{short_side}-{label}.npz"
     keys = [(n, f) for n in names for f in ((False, True) if flips else (False,))]
     if path.exists():
@@ -347,7 +350,12 @@ def fine_tune(km, datasets, prior, args, rng, log):
 
     train_items = [item for d in datasets for item in d.train_items]
     steps = len(batches(train_items, args.batch_size, np.random.default_rng(0)))
-    schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps * args.epochs)
+    warmup = min(args.warmup_steps, steps * args.epochs - 1)
+    if warmup > 0:   # linear from 0 to --lr over the first steps, then the cosine decay
+        schedule = keras.optimizers.schedules.CosineDecay(0.0, decay_steps=steps * args.epochs - warmup,
+                                                          warmup_target=args.lr, warmup_steps=warmup)
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps * args.epochs)
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay, clipnorm=1.0)
     optimizer.exclude_from_weight_decay(var_names=["bias", "log_sigma", "weight"])
     trained = km if args.precision == "float32" else training_copy(km, args.precision)
@@ -363,7 +371,7 @@ def fine_tune(km, datasets, prior, args, rng, log):
 
     ig, ig_text = mean_val_information_gain(km, datasets, prior)
     best = (ig, 0, km.get_weights())
-    log(f"after pruning: val IG {ig:+.4f}{ig_text} bits/fix (model resolution)")
+    log(f"{'after pruning' if args.prune else 'start'}: val IG {ig:+.4f}{ig_text} bits/fix (model resolution)")
     for epoch in range(1, args.epochs + 1):
         start, losses = time.time(), []
         epoch_batches = batches(train_items, args.batch_size, rng)
@@ -413,15 +421,19 @@ def train_fast(args, log=print):
         f"{per_dataset_text(datasets, [len(d.train_items) for d in datasets], '{} train')}  "
         f"({time.time() - t0:.0f} s)")
 
-    # 2.–3. Full-width student, Fisher scores, single-shot pruning.
+    # 2.–3. Full-width student, Fisher scores, single-shot pruning (--no-prune: the whole network is tuned).
     full = full_width_student(teacher, S)
-    ig, ig_text = mean_val_information_gain(full, datasets, prior)
-    log(f"full width at short side {S}: val IG {ig:+.4f}{ig_text} bits/fix (model resolution)")
-    fisher_items = [train_items[i] for i in rng.permutation(len(train_items))[: args.fisher_images]]
-    scores = fisher_scores(full, fisher_items, args.fixation_weight, batch_size=args.batch_size,
-                           rng=rng, log=log)
-    km = prune(full, scores, FAST_WIDTHS, S)
-    del full
+    fisher_items = []
+    if args.prune:
+        ig, ig_text = mean_val_information_gain(full, datasets, prior)
+        log(f"full width at short side {S}: val IG {ig:+.4f}{ig_text} bits/fix (model resolution)")
+        fisher_items = [train_items[i] for i in rng.permutation(len(train_items))[: args.fisher_images]]
+        scores = fisher_scores(full, fisher_items, args.fixation_weight, batch_size=args.batch_size,
+                               rng=rng, log=log)
+        km = prune(full, scores, FAST_WIDTHS, S)
+        del full
+    else:
+        km = full
 
     # 4. Distillation fine-tune of the whole pruned network.
     best_ig, best_epoch = fine_tune(km, datasets, prior, args, rng, log)
@@ -430,8 +442,8 @@ def train_fast(args, log=print):
     for name in network.VGG16_CONVS:
         layer = km.get_layer(name)
         layer.set_weights([w.astype(loading.BODY_DTYPE).astype(np.float32) for w in layer.get_weights()])
-    config = {"body": "vgg16", "body_widths": list(FAST_WIDTHS), "backbone": loading.BODY_IN_FILE,
-              "features": list(FEATURES), "short_side": S,
+    config = {"body": "vgg16", **({"body_widths": list(FAST_WIDTHS)} if args.prune else {}),
+              "backbone": loading.BODY_IN_FILE, "features": list(FEATURES), "short_side": S,
               "blur_kernel_size": km.get_layer("blur").kernel_size,
               "centre_bias_grid": km.get_layer("centre_bias").grid}
     model = loading.SaliencyModel(km, name=str(args.output), config=config)
@@ -470,11 +482,17 @@ def parse_args(argv):
                    help="weights file to write (default: %(default)s)")
     p.add_argument("--teacher", default="default", help="load_model spec of the teacher")
     p.add_argument("--short-side", type=int, default=128, help="student input short side")
+    p.add_argument("--prune", action=argparse.BooleanOptionalAction, default=True,
+                   help="prune the body to FAST_WIDTHS (the fast model); --no-prune fine-tunes the whole VGG16 body "
+                        "and readout (at --short-side 224: the default network, body stored in the file, ~29 MB)")
     p.add_argument("--fisher-images", type=int, default=160,
                    help="train images the Fisher importances are estimated on")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate (cosine decay to 0)")
+    p.add_argument("--warmup-steps", type=int, default=0,
+                   help="raise the learning rate linearly from 0 over this many steps first (for --no-prune: "
+                        "AdamW's first steps move every weight by about the rate)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--fixation-weight", type=float, default=0.5,
                    help="λ: weight of the fixations' NLL against the teacher's cross-entropy")

@@ -14,8 +14,9 @@ regulariser that keeps the tuned body near what the readout was trained on). Ear
 metrics are ``gazecrop.tools.train``'s (mean over datasets of val IG); its data, cache and metric code are
 imported, not copied. The ``--init`` file's centre-bias prior, feature standardisation and face prior are kept.
 
-The block5 convolutions compute in bfloat16 (``--bf16``, default on: about 2.4× faster on CPUs with AMX);
-the readout and the finaliser stay float32.
+The block5 convolutions compute in bfloat16 (``--precision mixed_bfloat16``, the default here: about 2.4× faster
+on CPUs with AMX; weights stay float32, as ``gazecrop.tools.train_fast --precision``); the readout and the finaliser
+stay float32.
 """
 
 import argparse
@@ -79,7 +80,8 @@ def build_student(args, init_model, head):
     x = pool
     for name in TUNED_LAYERS:
         kernel, bias = init_model.keras_model.get_layer(name).get_weights()
-        x = conv(kernel, bias, args.rank, "bfloat16" if args.bf16 else "float32", name=name)(x)
+        compute = "bfloat16" if args.precision == "mixed_bfloat16" else "float32"
+        x = conv(kernel, bias, args.rank, compute, name=name)(x)
     feats = keras.layers.Lambda(lambda ts: ops.concatenate(ts, axis=-1), name="features")([pool, x])
     return keras.Model(inputs, head(feats), name="student")
 
@@ -200,7 +202,9 @@ def parse_args(argv):
     p.add_argument("--lr", type=float, default=5e-4, help="readout learning rate (halved every 10 epochs)")
     p.add_argument("--body-lr", type=float, default=1e-4, help="learning rate of the low-rank factors")
     p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="mixed_bfloat16",
+                   help="arithmetic of the tuned block5 convolutions (weights stay float32), as train_fast's "
+                        "option: mixed_bfloat16 pays on cores with AVX-512 BF16 / AMX (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--patience", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=8)
