@@ -29,7 +29,8 @@ Fisher-pruned body:
    the val figures are always those of the float32 network, as it is shipped.
    ``--no-prune`` skips step 3: the whole full-width network is fine-tuned (with ``--short-side 224``, the
    default model's network: a whole-body fine-tune distilled from the default; see the model card, "Issue 17:
-   every variant tried").
+   every variant tried"), best with ``--warmup-steps`` and ``--face-prior`` (the default's face prior recorded in
+   the written file, as in the bundled default).
 5. The body is rounded to float16 (how it is stored), the val metrics at stimulus resolution
    are computed (as ``gazecrop.tools.evaluate``), and ``model/weights/fast.weights.h5`` is written with
    the body, the readout, the config and the command.
@@ -54,7 +55,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gazecrop.model import loading, network
+from gazecrop.model import faces, loading, network
 from gazecrop.tools.data import BUNDLED_DATASETS, dataset_label, default_cache_dir, read_fixations, read_split
 from gazecrop.tools.train import dataset_labels, per_dataset_text
 from gazecrop.model.images import read_image_rgb, resize_for_model
@@ -108,7 +109,9 @@ class Item:
 
 def teacher_maps(teacher, dataset, names, short_side, cache_dir, *, flips, log):
     """{(name, flipped): teacher density at the student's input size}, cached on disk (one file per
-    teacher version, short side and dataset folder name)."""
+    teacher version, short side and dataset folder name). A teacher on the plain hed body runs its readout on the
+    cached body features; one whose body differs (a tuned body: ``body_delta`` or in the file; another backbone)
+    runs whole on each image, as the cache holds the hed body's features only."""
     from gazecrop.tools.model_bench import head_of
     from gazecrop.tools.features import FeatureCache
     from gazecrop.tools.train import image_sizes
@@ -121,14 +124,24 @@ def teacher_maps(teacher, dataset, names, short_side, cache_dir, *, flips, log):
             stored = {k: z[k] for k in z.files}
         if all(f"{n}|{int(f)}" in stored for n, f in keys):
             return {(n, f): stored[f"{n}|{int(f)}"] for n, f in keys}
-    features = FeatureCache(cache_dir, short_side=teacher.short_side).for_dataset(dataset)
-    features.fill(dataset, names, flips=flips, log=log)
     sizes = image_sizes(dataset, names, cache_dir)
-    head, _ = head_of(teacher)
-    layers = list(teacher.config["features"])
     start, out = time.time(), {}
+    if teacher.config.get("backbone") == "hed" and loading.BODY_DELTA_KEY not in teacher.config:
+        features = FeatureCache(cache_dir, short_side=teacher.short_side).for_dataset(dataset)
+        features.fill(dataset, names, flips=flips, log=log)
+        head, _ = head_of(teacher)
+        layers = list(teacher.config["features"])
+
+        def teacher_log_density(n, f):
+            return np.asarray(head(features.load(n, f, layers)[None].astype(np.float32), training=False))[0]
+    else:
+        def teacher_log_density(n, f):
+            rgb = read_image_rgb(Path(dataset) / "stimuli" / n)
+            rgb = rgb[:, ::-1] if f else rgb
+            x = resize_for_model(rgb, teacher.input_size(*rgb.shape[:2]))[None]
+            return np.asarray(teacher.keras_model(x, training=False))[0]   # no face prior, as on the cache path
     for n, f in keys:
-        ld = np.asarray(head(features.load(n, f, layers)[None].astype(np.float32), training=False))[0]
+        ld = teacher_log_density(n, f)
         size = loading.input_size(*sizes[n], short_side)
         out[(n, f)] = np.exp(resize_log_density(ld, size).astype(np.float64)).astype(np.float32)
     log(f"teacher maps of {label}: {len(keys)} in {time.time() - start:.0f} s")
@@ -213,9 +226,14 @@ def per_image_loss(log_density, teacher, counts, fixation_weight):
 # ----------------------------------------------------------------------------------------------
 
 def full_width_student(teacher, short_side):
-    """The teacher's network rebuilt at ``short_side``: VGG16 body + the teacher's readout."""
+    """The teacher's network rebuilt at ``short_side``: the teacher's VGG16 body (the hed body for the bundled
+    default; a tuned one for a tuned teacher; the hed body under a pruned teacher) + the teacher's readout."""
     km = network.deepgaze(features=FEATURES, short_side=short_side)
-    loading.load_hed_body(km)
+    if teacher.config.get("body_widths") is None:
+        for name in network.VGG16_CONVS:
+            km.get_layer(name).set_weights(teacher.keras_model.get_layer(name).get_weights())
+    else:
+        loading.load_hed_body(km)
     for layer in loading.readout_layers(km):
         if layer.name not in ("upsample", "blur"):
             layer.set_weights(teacher.keras_model.get_layer(layer.name).get_weights())
@@ -396,6 +414,35 @@ def fine_tune(km, datasets, prior, args, rng, log):
     return best[0], best[1]
 
 
+def low_rank_delta(kernel, base, rank):
+    """The best rank-``rank`` change (A, B) from the kernel ``base`` to ``kernel`` (both (kh, kw, in, out)), in
+    ``model.loading``'s ``body_delta`` layout: ``base + (A @ B).reshape(kernel.shape)`` approximates ``kernel``
+    (truncated SVD of the change, (kh·kw·in, out); the Eckart–Young optimum in Frobenius norm)."""
+    change = (np.asarray(kernel, np.float64) - np.asarray(base, np.float64)).reshape(-1, kernel.shape[-1])
+    u, s, vt = np.linalg.svd(change, full_matrices=False)
+    a, b = np.zeros((change.shape[0], rank), np.float32), np.zeros((rank, change.shape[1]), np.float32)
+    k = min(rank, len(s))   # a layer narrower than the rank (block1_conv1: 27 inputs) is exact at its own rank
+    a[:, :k], b[:k] = u[:, :k] * s[:k], vt[:k]
+    return a, b
+
+
+def store_as_delta(km, short_side, rank):
+    """Replaces ``km``'s tuned VGG16 body by the hed body plus a rank-``rank`` change of each kernel, rounded as
+    ``save_readout`` stores it (the biases go back to hed's: a whole-body fine-tune moves them by under 0.2%).
+    Returns {conv name: (A, B)} for ``save_readout(..., body_delta=)``: about 2.4 MB at rank 32 instead of the
+    29 MB body."""
+    base = network.deepgaze(features=FEATURES, short_side=short_side)
+    loading.load_hed_body(base)
+    deltas = {}
+    for name in network.VGG16_CONVS:
+        kernel, _ = km.get_layer(name).get_weights()
+        base_kernel, base_bias = base.get_layer(name).get_weights()
+        a, b = (w.astype(loading.DELTA_DTYPE).astype(np.float32) for w in low_rank_delta(kernel, base_kernel, rank))
+        km.get_layer(name).set_weights([base_kernel + loading.delta_kernel(a, b, base_kernel.shape), base_bias])
+        deltas[name] = (a, b)
+    return deltas
+
+
 # ----------------------------------------------------------------------------------------------
 # The command
 # ----------------------------------------------------------------------------------------------
@@ -438,14 +485,23 @@ def train_fast(args, log=print):
     # 4. Distillation fine-tune of the whole pruned network.
     best_ig, best_epoch = fine_tune(km, datasets, prior, args, rng, log)
 
-    # 5. Round the body to its stored precision; val metrics as gazecrop.tools.evaluate computes them.
-    for name in network.VGG16_CONVS:
-        layer = km.get_layer(name)
-        layer.set_weights([w.astype(loading.BODY_DTYPE).astype(np.float32) for w in layer.get_weights()])
+    # 5. The body as it is stored: float16 in the file, or (--delta-rank) the hed body plus a low-rank change of
+    # each kernel; val metrics as gazecrop.tools.evaluate computes them.
     config = {"body": "vgg16", **({"body_widths": list(FAST_WIDTHS)} if args.prune else {}),
               "backbone": loading.BODY_IN_FILE, "features": list(FEATURES), "short_side": S,
               "blur_kernel_size": km.get_layer("blur").kernel_size,
               "centre_bias_grid": km.get_layer("centre_bias").grid}
+    body_delta = None
+    if args.delta_rank:
+        body_delta = store_as_delta(km, S, args.delta_rank)
+        config.update({"backbone": "hed",
+                       loading.BODY_DELTA_KEY: {"layers": list(network.VGG16_CONVS), "rank": args.delta_rank}})
+    else:
+        for name in network.VGG16_CONVS:
+            layer = km.get_layer(name)
+            layer.set_weights([w.astype(loading.BODY_DTYPE).astype(np.float32) for w in layer.get_weights()])
+    if args.face_prior:
+        config[faces.FACE_PRIOR_KEY] = dict(faces.DEFAULT_FACE_PRIOR)
     model = loading.SaliencyModel(km, name=str(args.output), config=config)
     reports = {}
     for d in datasets:
@@ -463,7 +519,7 @@ def train_fast(args, log=print):
         metadata["datasets"] = [d.label for d in datasets]
         metadata["val_stimulus_res_by_dataset"] = {
             label: {k: round(v, 5) for k, v in r.items()} for label, r in reports.items()}
-    loading.save_readout(km, config, args.output, metadata=metadata)
+    loading.save_readout(km, config, args.output, metadata=metadata, body_delta=body_delta)
     log(f"wrote {args.output} (version {model.version}) after {minutes:.1f} min")
     return reports
 
@@ -485,6 +541,13 @@ def parse_args(argv):
     p.add_argument("--prune", action=argparse.BooleanOptionalAction, default=True,
                    help="prune the body to FAST_WIDTHS (the fast model); --no-prune fine-tunes the whole VGG16 body "
                         "and readout (at --short-side 224: the default network, body stored in the file, ~29 MB)")
+    p.add_argument("--face-prior", action=argparse.BooleanOptionalAction, default=False,
+                   help="record the face prior (gazecrop.model.faces.DEFAULT_FACE_PRIOR) in the written file, as the "
+                        "bundled default does (default: off, as the fast model: detection would cost more than it)")
+    p.add_argument("--delta-rank", type=int, default=0,
+                   help="with --no-prune at the teacher's short side: store the tuned body as the hed body plus a "
+                        "rank-R change of each kernel (gazecrop.model.loading's body_delta; 32: ~2.4 MB) instead of "
+                        "the whole body in the file (0, the default)")
     p.add_argument("--fisher-images", type=int, default=160,
                    help="train images the Fisher importances are estimated on")
     p.add_argument("--epochs", type=int, default=6)
@@ -502,6 +565,8 @@ def parse_args(argv):
                         "model computes in float32): mixed_bfloat16 pays on cores with AVX-512 BF16 / AMX")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.delta_rank and args.prune:
+        p.error("--delta-rank stores a change of the full VGG16 body: it needs --no-prune")
     args.argv = list(argv)
     return args
 
