@@ -267,6 +267,13 @@ def test_boxes_table_scores_known_boxes(dataset, tmp_path, capsys):
     assert data["missing"] == {"plain.png": "table: no row in the table"}
     assert data["summary"]["table"]["gain"] == pytest.approx(summary["table"]["gain"])
     np.testing.assert_allclose(data["shares"]["table"], t)
+    assert "gain 95% CI" in text and data["summary"]["table"]["gain_ci"][0] <= data["summary"]["table"]["gain"]
+    # Two labelled tables: their difference, paired (here the same crops: exactly 0).
+    assert cropeval.main(["--dataset", str(dataset), "--images", str(dataset / "splits" / "val.txt"),
+                          "--boxes", f"run1={root}", "--boxes", f"run2={root}", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "gain table (run1) - table (run2): +0.000" in text and "[+0.000, +0.000] (no clear difference)" in text
+    assert json.loads(out.read_text())["differences"][0]["ci"] == [0.0, 0.0]
 
 
 def test_boxes_table_problems(dataset, tmp_path):
@@ -291,3 +298,50 @@ def test_boxes_table_problems(dataset, tmp_path):
                                               ("/x/wide.png", 240, 120, "1:1", 0, (1, 0, 120, 120))])
     with pytest.raises(ValueError, match="two rank-0"):
         cropeval.read_boxes(tmp_path / "d.parquet")
+
+
+def _synthetic_result(n=80, seed=1):
+    """A Result of ``n`` images and two ratios: centre keeps 0.5, best 1.0; 'table (a)' keeps a random share
+    between them per image (gain ~0.5 with a wide spread); 'table (b)' is a plus small per-image noise;
+    'table (c)' is a moved 10% of the way further towards best on every image."""
+    rng = np.random.default_rng(seed)
+    centre, best = np.full((n, 2), 0.5), np.full((n, 2), 1.0)
+    a = centre + 0.5 * rng.random((n, 2))
+    b = np.clip(a + rng.normal(0, 0.01, (n, 2)), 0.5, 1.0)
+    c = a + 0.1 * (best - a)
+    shares = {"centre": centre, "best": best, "table (a)": a, "table (b)": b, "table (c)": c}
+    return cropeval.Result(ratios=((1, 1), (16, 9)), names=[f"{i}.jpg" for i in range(n)], shares=shares,
+                           seconds={}, skipped={})
+
+
+def test_gain_intervals_bracket_the_gain_and_pairing_narrows_them():
+    res = _synthetic_result()
+    samples = cropeval.bootstrap_gains(res, 2000)
+    summary = cropeval.summarise(res, samples=samples)
+    for row in ("table (a)", "table (b)", "table (c)"):
+        low, high = summary[row]["gain_ci"]
+        assert low < summary[row]["gain"] < high
+    assert summary["centre"]["gain_ci"] == [0.0, 0.0] and summary["best"]["gain_ci"] == pytest.approx([1.0, 1.0])
+    # The same seed draws the same images: the intervals are reproducible.
+    assert cropeval.summarise(res)["table (a)"]["gain_ci"] == summary["table (a)"]["gain_ci"]
+    # a and b differ by noise: their gains' own intervals are ~0.1 wide, but the paired interval of the
+    # difference is far narrower and holds 0; c is better than a on every image, and the interval says so.
+    found = {(x, y): (d, ci) for x, y, d, ci in cropeval.differences(res, samples)}
+    width = np.diff(summary["table (a)"]["gain_ci"])[0]
+    d_ab, ci_ab = found[("table (a)", "table (b)")]
+    assert ci_ab[0] <= 0 <= ci_ab[1] and np.diff(ci_ab)[0] < width / 5
+    d_ac, ci_ac = found[("table (a)", "table (c)")]
+    assert d_ac < 0 and ci_ac[1] < 0
+    text = cropeval.format_differences(res, samples)
+    assert "gain table (a) - table (b)" in text and "no clear difference" in text
+    assert "(table (c) better)" in text
+    table = cropeval.format_table(res, summary)
+    assert "gain 95% CI" in table and "[+" in table
+
+
+def test_no_bootstrap_and_too_few_images():
+    res = _synthetic_result(n=1)
+    assert cropeval.bootstrap_gains(res) == {}
+    summary = cropeval.summarise(_synthetic_result(), resamples=0)
+    assert "gain_ci" not in summary["table (a)"]
+    assert "gain 95% CI" not in cropeval.format_table(_synthetic_result(), summary)

@@ -27,7 +27,10 @@ images of the list without a rank-0 row for every ratio are left out of every ro
 (``missing``).
 
 Printed: the mean share kept per ratio and overall, the gain ``(method - centre) / (best - centre)``
-per ratio and pooled over images and ratios, and seconds per image. Model predictions are cached
+per ratio and pooled over images and ratios with its 95% bootstrap interval over images (``--bootstrap``),
+and seconds per image. With two or more model or table rows, each pair's gain difference follows with its
+paired bootstrap interval (the same resampled images for both rows): on ~100 images a difference
+whose interval holds 0 is not evidence that one crops better. Model predictions are cached
 (``$GAZECROP_CACHE/cropeval/<model version>/``) so that trying crop options takes seconds.
 """
 
@@ -480,36 +483,96 @@ def with_model_rows(result: Result, spec: str, other: Optional[Result] = None) -
     return dataclasses.replace(result, shares=shares, seconds=seconds)
 
 
-def summarise(result: Result) -> dict:
-    """Per method: mean share per ratio and overall, gain per ratio and pooled, seconds per image."""
+#: Resamples of the images for the gain's confidence intervals (``--bootstrap``; 0: none).
+BOOTSTRAP = 2000
+#: The intervals' coverage: the central 95% of the resampled gains.
+CONFIDENCE = 0.95
+
+
+def gain_terms(result: Result, method) -> Optional[tuple]:
+    """The gain's terms per image and ratio: ((N, R) share - centre, (N, R) best - centre), 0 where any of
+    the three is undefined (an image without fixations); None without the centre and best rows."""
+    centre, best, share = result.shares.get("centre"), result.shares.get("best"), result.shares[method]
+    if centre is None or best is None or not share.size:
+        return None
+    ok = ~np.isnan(share) & ~np.isnan(centre) & ~np.isnan(best)
+    return np.where(ok, share - centre, 0.0), np.where(ok, best - centre, 0.0)
+
+
+def bootstrap_gains(result: Result, resamples=BOOTSTRAP, seed=0) -> dict:
+    """{method: (resamples,) pooled gains}, each on the same resampled image lists (images drawn with
+    replacement, all ratios of an image together), so that two methods' gains can be compared draw by draw
+    (a paired bootstrap: the images that are hard for one are hard for the other)."""
+    n = len(result.names)
+    if resamples <= 0 or n < 2:
+        return {}
+    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     out = {}
-    centre = result.shares.get("centre")
-    best = result.shares.get("best")
+    for method in result.shares:
+        terms = gain_terms(result, method)
+        if terms is not None:
+            num, den = (t.sum(1)[draws].sum(1) for t in terms)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[method] = np.where(den > 0, num / den, np.nan)
+    return out
+
+
+def interval(samples) -> list:
+    """The central ``CONFIDENCE`` interval of bootstrap samples, [low, high]."""
+    tail = (1 - CONFIDENCE) / 2 * 100
+    return np.nanpercentile(samples, [tail, 100 - tail]).tolist()
+
+
+def compared_rows(result: Result) -> list:
+    """The rows worth comparing with each other: the model's and the tables' (not the baselines, not the
+    any-rank rows, which are a reviewer's pick)."""
+    return [m for m in result.shares
+            if (m.startswith("gazecrop") or m.startswith("table")) and not m.startswith("gazecrop-any-rank")]
+
+
+def differences(result: Result, samples: dict) -> list:
+    """For each pair of ``compared_rows`` (a, b): (a, b, gain a - gain b, its paired bootstrap interval)."""
+    rows = [m for m in compared_rows(result) if m in samples]
+    summary = summarise(result, resamples=0)
+    return [(a, b, summary[a]["gain"] - summary[b]["gain"], interval(samples[a] - samples[b]))
+            for i, a in enumerate(rows) for b in rows[i + 1:]]
+
+
+def summarise(result: Result, resamples=BOOTSTRAP, samples: Optional[dict] = None) -> dict:
+    """Per method: mean share per ratio and overall, gain per ratio and pooled, seconds per image, and the
+    pooled gain's bootstrap interval over images (``gain_ci``; ``samples`` from ``bootstrap_gains``, or drawn
+    here with ``resamples``)."""
+    out = {}
     n = max(len(result.names), 1)
+    if samples is None:
+        samples = bootstrap_gains(result, resamples)
     for method, share in result.shares.items():
-        valid = ~np.isnan(share)
         per_ratio = np.nanmean(share, axis=0) if share.size else np.full(len(result.ratios), np.nan)
         row = {"per_ratio": per_ratio.tolist(), "mean": float(np.nanmean(share)) if share.size else None,
                "seconds_per_image": result.seconds.get(method, 0.0) / n}
-        if centre is not None and best is not None and share.size:
-            ok = valid & ~np.isnan(centre) & ~np.isnan(best)
-            num = np.where(ok, share - centre, 0.0)
-            den = np.where(ok, best - centre, 0.0)
+        terms = gain_terms(result, method)
+        if terms is not None:
+            num, den = terms
             with np.errstate(invalid="ignore", divide="ignore"):
                 row["gain_per_ratio"] = (num.sum(0) / den.sum(0)).tolist()
                 row["gain"] = float(num.sum() / den.sum()) if den.sum() > 0 else float("nan")
+            if method in samples:
+                row["gain_ci"] = interval(samples[method])
         out[method] = row
     return out
 
 
 def format_table(result: Result, summary: dict) -> str:
     labels = [ratio_label(r) for r in result.ratios]
-    head = ["method", *labels, "mean", "gain", *[f"gain {l}" for l in labels], "s/image"]
+    with_ci = any("gain_ci" in row for row in summary.values())
+    head = ["method", *labels, "mean", "gain", *(["gain 95% CI"] if with_ci else []),
+            *[f"gain {l}" for l in labels], "s/image"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for method, row in summary.items():
         gains = row.get("gain_per_ratio", [float("nan")] * len(labels))
+        ci = [_interval_text(row["gain_ci"]) if "gain_ci" in row else ""] if with_ci else []
         cells = [method, *[f"{v:.3f}" for v in row["per_ratio"]], f"{row['mean']:.3f}",
-                 f"{row.get('gain', float('nan')):+.3f}", *[f"{g:+.3f}" for g in gains],
+                 f"{row.get('gain', float('nan')):+.3f}", *ci, *[f"{g:+.3f}" for g in gains],
                  f"{row['seconds_per_image']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     for method, why in result.skipped.items():
@@ -518,6 +581,21 @@ def format_table(result: Result, summary: dict) -> str:
         shown = [f"{name} ({why})" for name, why in list(result.missing.items())[:10]]
         more = f", and {len(result.missing) - 10} more" if len(result.missing) > 10 else ""
         lines.append(f"(missing: {len(result.missing)} images left out of every row: {', '.join(shown)}{more})")
+    return "\n".join(lines)
+
+
+def _interval_text(bounds) -> str:
+    return f"[{bounds[0]:+.3f}, {bounds[1]:+.3f}]"
+
+
+def format_differences(result: Result, samples: dict) -> str:
+    """One line per pair of compared rows: the gain difference and its paired bootstrap interval; an
+    interval that straddles 0 means these images cannot tell the two apart."""
+    lines = []
+    for a, b, diff, (low, high) in differences(result, samples):
+        verdict = f"{a} better" if low > 0 else f"{b} better" if high < 0 else "no clear difference"
+        lines.append(f"gain {a} - {b}: {diff:+.3f}, {CONFIDENCE:.0%} paired bootstrap interval "
+                     f"{_interval_text((low, high))} ({verdict})")
     return "\n".join(lines)
 
 
@@ -572,6 +650,9 @@ def _parser():
                    help="prediction cache root (default: $GAZECROP_CACHE or ~/.cache/gazecrop)")
     p.add_argument("--no_cache", action="store_true", help="always run the model")
     p.add_argument("--json", help="also write the per-image shares and the summary here")
+    p.add_argument("--bootstrap", type=int, default=BOOTSTRAP,
+                   help="resamples of the images for the gains' 95%% intervals, and the paired intervals of "
+                        "the differences between model and table rows (default: %(default)s; 0: none)")
     return p
 
 
@@ -605,11 +686,17 @@ def main(argv=None) -> int:
     specs = args.model or ["default"]
     tables = {row: read_boxes(path) for row, path in _parse_boxes_arg(args.boxes).items()}
     result, versions = evaluate_models(dataset, names, config, methods, specs, cache, focus, tables)
-    summary = summarise(result)
+    samples = bootstrap_gains(result, args.bootstrap)
+    summary = summarise(result, samples=samples)
     models = f"model {', '.join(versions)}" if "gazecrop" in methods else "no model"
     print(f"dataset {dataset} ({len(result.names)} images), {models}, {config}")
     print("share of fixations kept per ratio, mean; gain = (method - centre) / (best - centre)")
     print(format_table(result, summary))
+    if samples:
+        print(f"gain 95% CI: the central 95% of the pooled gain over {args.bootstrap} resamples of the "
+              f"{len(result.names)} images (all ratios of an image together)")
+        if compared := format_differences(result, samples):
+            print(compared)
     if "gazecrop" in methods:
         print(f"gazecrop s/image includes the model for the images not in the prediction cache "
               f"({result.predicted} of {len(result.names)} for {specs[0]}; --no_cache times them all)")
@@ -621,6 +708,8 @@ def main(argv=None) -> int:
             "config": dataclasses.asdict(config), "images": result.names,
             "shares": {m: v.tolist() for m, v in result.shares.items()},
             "summary": summary, "skipped": result.skipped,
+            "differences": [{"a": a, "b": b, "gain_difference": d, "ci": ci}
+                            for a, b, d, ci in differences(result, samples)],
             "boxes": _parse_boxes_arg(args.boxes), "missing": result.missing}, indent=1, default=str))
     return 0
 

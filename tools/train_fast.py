@@ -334,7 +334,7 @@ def val_crop_gain(km, dataset, names, short_side):
     model = loading.SaliencyModel(km, name="student", config={"short_side": short_side})
     result = evaluate(dataset, names, CropConfig(), methods=("gazecrop", "centre", "best"),
                       model=Predictor(model, None))
-    return summarise(result)["gazecrop"]["gain"]
+    return summarise(result, resamples=0)["gazecrop"]["gain"]
 
 
 def mean_val_information_gain(km, datasets, prior):
