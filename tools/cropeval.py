@@ -565,7 +565,7 @@ def summarise(result: Result, resamples=BOOTSTRAP, samples: Optional[dict] = Non
 def format_table(result: Result, summary: dict) -> str:
     labels = [ratio_label(r) for r in result.ratios]
     with_ci = any("gain_ci" in row for row in summary.values())
-    head = ["method", *labels, "mean", "gain", *(["gain 95% CI"] if with_ci else []),
+    head = ["method", *labels, "mean", "gain", *([f"gain {CONFIDENCE:.0%} CI"] if with_ci else []),
             *[f"gain {l}" for l in labels], "s/image"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for method, row in summary.items():
@@ -693,8 +693,8 @@ def main(argv=None) -> int:
     print("share of fixations kept per ratio, mean; gain = (method - centre) / (best - centre)")
     print(format_table(result, summary))
     if samples:
-        print(f"gain 95% CI: the central 95% of the pooled gain over {args.bootstrap} resamples of the "
-              f"{len(result.names)} images (all ratios of an image together)")
+        print(f"gain {CONFIDENCE:.0%} CI: the central {CONFIDENCE:.0%} of the pooled gain over {args.bootstrap} "
+              f"resamples of the {len(result.names)} images (all ratios of an image together)")
         if compared := format_differences(result, samples):
             print(compared)
     if "gazecrop" in methods:
