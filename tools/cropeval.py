@@ -30,7 +30,8 @@ Printed: the mean share kept per ratio and overall, the gain ``(method - centre)
 per ratio and pooled over images and ratios with its 95% bootstrap interval over images (``--bootstrap``),
 and seconds per image. With two or more model or table rows, each pair's gain difference follows with its
 paired bootstrap interval (the same resampled images for both rows): on ~100 images a difference
-whose interval holds 0 is not evidence that one crops better. Model predictions are cached
+whose interval holds 0 is not evidence that one crops better, and among many pairs about one in twenty
+will exclude 0 by chance. Model predictions are cached
 (``$GAZECROP_CACHE/cropeval/<model version>/``) so that trying crop options takes seconds.
 """
 
