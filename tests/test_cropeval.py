@@ -302,8 +302,8 @@ def test_boxes_table_problems(dataset, tmp_path):
 
 def _synthetic_result(n=80, seed=1):
     """A Result of ``n`` images and two ratios: centre keeps 0.5, best 1.0; 'table (a)' keeps a random share
-    between them per image (gain ~0.5 with a wide spread); 'table (b)' is a plus small per-image noise;
-    'table (c)' is a moved 10% of the way further towards best on every image."""
+    between them per image (gain ~0.5 with a wide spread); 'table (b)' is a with small per-image noise added;
+    'table (c)' is a moved a tenth of the way towards best on every image."""
     rng = np.random.default_rng(seed)
     centre, best = np.full((n, 2), 0.5), np.full((n, 2), 1.0)
     a = centre + 0.5 * rng.random((n, 2))
