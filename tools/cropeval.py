@@ -589,11 +589,11 @@ def _interval_text(bounds) -> str:
     return f"[{bounds[0]:+.3f}, {bounds[1]:+.3f}]"
 
 
-def format_differences(result: Result, samples: dict) -> str:
-    """One line per pair of compared rows: the gain difference and its paired bootstrap interval; an
+def format_differences(pairs) -> str:
+    """One line per pair of ``differences``: the gain difference and its paired bootstrap interval; an
     interval that straddles 0 means these images cannot tell the two apart."""
     lines = []
-    for a, b, diff, (low, high) in differences(result, samples):
+    for a, b, diff, (low, high) in pairs:
         verdict = f"{a} better" if low > 0 else f"{b} better" if high < 0 else "no clear difference"
         lines.append(f"gain {a} - {b}: {diff:+.3f}, {CONFIDENCE:.0%} paired bootstrap interval "
                      f"{_interval_text((low, high))} ({verdict})")
@@ -689,6 +689,7 @@ def main(argv=None) -> int:
     result, versions = evaluate_models(dataset, names, config, methods, specs, cache, focus, tables)
     samples = bootstrap_gains(result, args.bootstrap)
     summary = summarise(result, samples=samples)
+    pairs = differences(result, samples)
     models = f"model {', '.join(versions)}" if "gazecrop" in methods else "no model"
     print(f"dataset {dataset} ({len(result.names)} images), {models}, {config}")
     print("share of fixations kept per ratio, mean; gain = (method - centre) / (best - centre)")
@@ -696,7 +697,7 @@ def main(argv=None) -> int:
     if samples:
         print(f"gain {CONFIDENCE:.0%} CI: the central {CONFIDENCE:.0%} of the pooled gain over {args.bootstrap} "
               f"resamples of the {len(result.names)} images (all ratios of an image together)")
-        if compared := format_differences(result, samples):
+        if compared := format_differences(pairs):
             print(compared)
     if "gazecrop" in methods:
         print(f"gazecrop s/image includes the model for the images not in the prediction cache "
@@ -710,7 +711,7 @@ def main(argv=None) -> int:
             "shares": {m: v.tolist() for m, v in result.shares.items()},
             "summary": summary, "skipped": result.skipped,
             "differences": [{"a": a, "b": b, "gain_difference": d, "ci": ci}
-                            for a, b, d, ci in differences(result, samples)],
+                            for a, b, d, ci in pairs],
             "boxes": _parse_boxes_arg(args.boxes), "missing": result.missing}, indent=1, default=str))
     return 0
 
